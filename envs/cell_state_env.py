@@ -1,0 +1,175 @@
+"""``waddington/CellState-v0``: steer a control cell across a learned Waddington landscape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from envs.dynamics import CellStateDynamics, DynamicsConfig
+from envs.sources import resolve_dataset
+
+__all__ = ["CellStateEnv"]
+
+
+class CellStateEnv(gym.Env):
+    """
+    ## Description
+
+    A cell is a point ``z`` in a latent space fitted to single-cell data (PCA of log-normalized
+    highly variable genes; decodable back to genes). A landscape potential ``U(z)`` (negative log
+    density of a Gaussian mixture fitted to the observed cells) pulls it downhill into the nearest
+    valley. Each episode applies one perturbation: the cell starts at an observed control cell and
+    the agent pushes it, over ``horizon`` pseudotime steps, toward the perturbed cell that optimal
+    transport pairs with that start, spending as little action as it can.
+
+    ## Action Space
+
+    ``Box(-1, 1, (n_latent,), float32)``: a push in each latent direction, scaled by ``action_scale``.
+
+    ## Observation Space
+
+    ``Box(float32)`` of size ``2 * n_latent + feature_dim + 1``:
+
+    | Slice                              | Observation                                          | Min    | Max   |
+    |------------------------------------|------------------------------------------------------|--------|-------|
+    | ``[0, d)``                         | current latent state ``z``                           | -bound | bound |
+    | ``[d, 2d)``                        | the episode's start cell ``z_0``                     | -bound | bound |
+    | ``[2d, 2d + d)``                   | knockdown direction of the perturbed gene (unit)     | -1     | 1     |
+    | ``2d + d``                         | 1 if the perturbation is a gene in the panel         | 0      | 1     |
+    | next ``m``                         | one-hot id of non-gene training perturbations        | 0      | 1     |
+    | last                               | fraction of the horizon remaining                    | 0      | 1     |
+
+    ## Transition
+
+    ``z' = clip(z - dt * grad U(z) + action_scale * a + noise_std * xi, -bound, bound)``, ``xi ~ N(0, I)``.
+
+    ## Rewards
+
+    ``r = |z - y| - |z' - y| - action_cost * mean(a^2)``, with ``y`` the OT-paired target cell. It
+    telescopes to the total distance gained, so staying put earns nothing (and drift back into the
+    control valley costs), and because every start cell has its own target the best policy
+    carries the control population onto the whole perturbed population rather than onto its mean.
+
+    ## Starting State
+
+    A (control cell, perturbed cell) pair drawn from the exact OT plan between training control
+    cells and the cells of a perturbation drawn uniformly from the training perturbations (or the
+    fixed ``perturbation``).
+
+    ## Episode End
+
+    Terminates after ``horizon`` steps (the time remaining is part of the observation). Never truncates.
+
+    ## Arguments
+
+    | Argument           | Default        | Meaning                                                         |
+    |--------------------|----------------|-----------------------------------------------------------------|
+    | ``data``           | ``"synthetic"``| ``"synthetic"``, ``.h5ad`` path, saved dataset dir, ``PreparedDataset`` or Ray ``ObjectRef`` |
+    | ``perturbation_key``| ``None``      | obs column with perturbation labels (required for real data)    |
+    | ``control_value``  | ``None``       | control label in that column (required for real data)           |
+    | ``perturbation``   | ``None``       | fix one perturbation (may be a held-out one); else sampled      |
+    | ``cells``          | ``"train"``    | draw target cells from the ``"train"`` or ``"test"`` part       |
+    | ``n_latent``       | ``8``          | latent dimension when the data must be prepared                 |
+    | ``horizon``        | ``20``         | steps per episode                                               |
+    | ``dt``             | ``None``       | drift step; ``None`` = half the narrowest well's variance       |
+    | ``action_scale``   | ``0.3``        | latent distance of a full push                                  |
+    | ``noise_std``      | ``0.05``       | per-step diffusion                                              |
+    | ``action_cost``    | ``0.05``       | weight of the action-energy cost                                |
+    | ``seed``           | ``0``          | seed of data preparation (split, fits) and of the first reset   |
+    | ``dataset_options``| ``None``       | more keyword options for ``envs.prepare_dataset``               |
+
+    ```python
+    import gymnasium as gym, envs
+    env = gym.make("waddington/CellState-v0")
+    env = gym.make("waddington/CellState-v0", data="cells.h5ad",
+                   perturbation_key="perturbation", control_value="non-targeting")
+    ```
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        data: Any = "synthetic",
+        *,
+        perturbation_key: str | None = None,
+        control_value: str | None = None,
+        perturbation: str | None = None,
+        cells: str = "train",
+        n_latent: int = 8,
+        horizon: int = 20,
+        dt: float | None = None,
+        action_scale: float = 0.3,
+        noise_std: float = 0.05,
+        action_cost: float = 0.05,
+        seed: int = 0,
+        dataset_options: dict[str, Any] | None = None,
+        render_mode: str | None = None,
+    ):
+        self.dataset = resolve_dataset(
+            data,
+            perturbation_key=perturbation_key,
+            control_value=control_value,
+            n_latent=n_latent,
+            seed=seed,
+            **(dataset_options or {}),
+        )
+        config = DynamicsConfig(
+            horizon=horizon, dt=dt, action_scale=action_scale, noise_std=noise_std, action_cost=action_cost
+        )
+        self.dynamics = CellStateDynamics(self.dataset, config, perturbation=perturbation, cells=cells)
+        low, high = self.dynamics.observation_bounds()
+        self.observation_space = spaces.Box(low, high, dtype=np.float32)
+        n = self.dynamics.n_latent
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(n,), dtype=np.float32)
+        self.render_mode = render_mode
+        self._default_seed = seed
+        self._seeded = False
+        self._state: dict[str, np.ndarray] = {}
+
+    def _observation(self) -> np.ndarray:
+        s = self._state
+        return self.dynamics.observe(s["z"], s["z0"], s["perturbation"], s["t"])[0]
+
+    def _info(self) -> dict[str, Any]:
+        s = self._state
+        return {
+            "perturbation": self.dynamics.perturbations[int(s["perturbation"][0])],
+            "start_cell": int(s["start"][0]),
+            "target_cell": int(s["target"][0]),
+            "target": s["y"][0].astype(np.float32),
+        }
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if seed is None and not self._seeded:
+            seed = self._default_seed
+        super().reset(seed=seed)
+        self._seeded = True
+        perturbation, start, target = self.dynamics.sample_episodes(self.np_random, 1)
+        latent = self.dataset.latent.astype(np.float64)
+        z0 = latent[start]
+        self._state = {
+            "perturbation": perturbation,
+            "start": start,
+            "target": target,
+            "z0": z0,
+            "z": z0.copy(),
+            "y": latent[target],
+            "t": np.zeros(1),
+        }
+        return self._observation(), self._info()
+
+    def step(self, action):
+        if not self._state:
+            raise RuntimeError("Call reset() before step().")
+        s = self._state
+        action = np.asarray(action, dtype=np.float64).reshape(1, -1)
+        moved = self.dynamics.move(s["z"], action, self.np_random)
+        reward = float(self.dynamics.reward(s["z"], moved, s["y"], action)[0])
+        s["z"] = moved
+        s["t"] = s["t"] + 1
+        terminated = bool(s["t"][0] >= self.dynamics.config.horizon)
+        return self._observation(), reward, terminated, False, self._info()

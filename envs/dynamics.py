@@ -1,0 +1,123 @@
+"""Batched numpy core shared by the single and the vectorized cell-state env.
+
+Step: ``z' = z + dt * (-grad U(z)) + action_scale * a + noise_std * xi``; reward: progress toward
+the episode's OT-paired target cell minus an action-energy cost. Holding this in one place keeps
+``CellStateEnv`` and ``CellStateVectorEnv`` bit-identical for the same seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from envs.dataset import PreparedDataset
+
+__all__ = ["DynamicsConfig", "CellStateDynamics"]
+
+
+@dataclass(frozen=True)
+class DynamicsConfig:
+    """Step sizes and episode settings (latent units: training cells have mean per-dim variance 1)."""
+
+    horizon: int = 20
+    dt: float | None = None  # None: the landscape's stable step (half the narrowest well variance)
+    action_scale: float = 0.3
+    noise_std: float = 0.05
+    action_cost: float = 0.05
+
+    def validate(self) -> None:
+        if self.horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {self.horizon}.")
+        for name in ("action_scale", "noise_std", "action_cost"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if self.dt is not None and self.dt < 0:
+            raise ValueError(f"dt must be >= 0 (or None for the stable default), got {self.dt}.")
+
+
+class CellStateDynamics:
+    """Episode sampling, landscape dynamics, reward and observations for a batch of cells."""
+
+    def __init__(
+        self,
+        dataset: PreparedDataset,
+        config: DynamicsConfig,
+        *,
+        perturbation: str | None = None,
+        cells: str = "train",
+    ):
+        config.validate()
+        self.dataset = dataset
+        self.config = config
+        self.dt = dataset.landscape.stable_dt() if config.dt is None else float(config.dt)
+        self.n_latent = dataset.n_latent
+        featurizer = dataset.featurizer
+        self.feature_dim = featurizer.dim
+        self.bound = float(np.ceil(1.5 * np.abs(dataset.latent).max()))
+        if cells not in ("train", "test"):
+            raise ValueError(f"cells must be 'train' or 'test', got {cells!r}.")
+        if perturbation is None:
+            names = dataset.training_perturbations
+        else:
+            known = dataset.perturbations
+            if str(perturbation) not in known:
+                raise ValueError(
+                    f"Unknown perturbation {perturbation!r}. Known perturbations: {known}."
+                )
+            names = [str(perturbation)]
+        self.perturbations = names
+        self.features = np.stack([featurizer(name) for name in names]).astype(np.float32)
+        self.pairs = [self._pairs_for(name, cells) for name in names]
+        self.obs_dim = 2 * self.n_latent + self.feature_dim + 1
+
+    def _pairs_for(self, name: str, cells: str) -> np.ndarray:
+        if cells == "train" and name in self.dataset.pairs:
+            return self.dataset.pairs[name]
+        from envs.pairing import ot_pairs
+
+        controls = self.dataset.cell_indices(self.dataset.control_value, "train")
+        targets = self.dataset.cell_indices(name, cells)
+        if len(targets) == 0:
+            targets = self.dataset.cell_indices(name, "all")
+        local = ot_pairs(self.dataset.latent[controls], self.dataset.latent[targets], rng=np.random.default_rng(0))
+        return np.column_stack([controls[local[:, 0].astype(int)], targets[local[:, 1].astype(int)], local[:, 2]])
+
+    def observation_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        high = np.concatenate(
+            [np.full(2 * self.n_latent, self.bound), np.ones(self.feature_dim), np.ones(1)]
+        ).astype(np.float32)
+        low = -high
+        low[-1] = 0.0
+        return low, high
+
+    def sample_episodes(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Draw (perturbation id, start cell, target cell) for ``n`` episodes."""
+        perturbation = rng.integers(len(self.perturbations), size=n)
+        start = np.empty(n, dtype=np.int64)
+        target = np.empty(n, dtype=np.int64)
+        for i, p in enumerate(perturbation):
+            pairs = self.pairs[p]
+            row = rng.choice(len(pairs), p=pairs[:, 2])
+            start[i], target[i] = int(pairs[row, 0]), int(pairs[row, 1])
+        return perturbation, start, target
+
+    def move(self, z: np.ndarray, action: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One step of controlled, noisy downhill motion, clipped to the observation box."""
+        action = np.clip(action, -1.0, 1.0)
+        drift = self.dataset.landscape.drift(z)
+        noise = rng.normal(size=z.shape) * self.config.noise_std
+        moved = z + self.dt * drift + self.config.action_scale * action + noise
+        return np.clip(moved, -self.bound, self.bound)
+
+    def reward(self, z: np.ndarray, moved: np.ndarray, target: np.ndarray, action: np.ndarray) -> np.ndarray:
+        """Distance progress toward the paired target minus mean squared action times the cost."""
+        progress = np.linalg.norm(z - target, axis=1) - np.linalg.norm(moved - target, axis=1)
+        energy = np.mean(np.square(np.clip(action, -1.0, 1.0)), axis=1)
+        return progress - self.config.action_cost * energy
+
+    def observe(self, z: np.ndarray, start: np.ndarray, perturbation: np.ndarray, t: np.ndarray) -> np.ndarray:
+        remaining = 1.0 - t / self.config.horizon
+        return np.concatenate(
+            [z, start, self.features[perturbation], remaining[:, None]], axis=1
+        ).astype(np.float32)

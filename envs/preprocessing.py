@@ -1,0 +1,160 @@
+"""scanpy preprocessing into a linear latent space that decodes back to gene space.
+
+RNA: ``normalize_total`` -> ``log1p`` -> highly variable genes -> PCA.
+ATAC-like peak matrices: TF-IDF -> ``log1p`` -> LSI (truncated SVD, first component dropped
+because it tracks sequencing depth).
+
+The fit uses only the cells in ``fit_mask`` (the training cells), so held-out perturbations
+never shape the space they are judged in; every cell is then projected with the same map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import anndata as ad
+import numpy as np
+import scanpy as sc
+import scipy.sparse as sp
+from sklearn.decomposition import TruncatedSVD
+
+from envs.validation import counts_matrix
+
+__all__ = ["LatentSpace", "preprocess"]
+
+Modality = Literal["rna", "atac"]
+
+
+@dataclass
+class LatentSpace:
+    """A linear map between processed expression and a latent space.
+
+    ``encode(x) = (x - feature_mean) @ components.T / scale`` and ``decode`` is its inverse on the
+    span of ``components``. ``scale`` makes the mean per-dimension variance of training cells 1,
+    so step sizes in the env mean the same thing on every dataset.
+    """
+
+    components: np.ndarray  # (n_latent, n_features), orthonormal rows
+    feature_mean: np.ndarray  # (n_features,)
+    scale: float
+    feature_names: np.ndarray  # (n_features,) gene or peak names
+    modality: str = "rna"
+
+    @property
+    def n_latent(self) -> int:
+        return self.components.shape[0]
+
+    def encode(self, expression: np.ndarray | sp.spmatrix) -> np.ndarray:
+        """Processed expression (cells x features) -> latent coordinates (cells x n_latent)."""
+        projected = expression @ self.components.T
+        projected = np.asarray(projected) - self.feature_mean @ self.components.T
+        return (projected / self.scale).astype(np.float32)
+
+    def decode(self, latent: np.ndarray) -> np.ndarray:
+        """Latent coordinates -> processed expression (log-normalized genes, or TF-IDF peaks)."""
+        return (np.asarray(latent, dtype=np.float64) * self.scale) @ self.components + self.feature_mean
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "components": self.components,
+            "feature_mean": self.feature_mean,
+            "scale": np.asarray(self.scale),
+            "feature_names": self.feature_names.astype(str),
+            "modality": np.asarray(self.modality),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> LatentSpace:
+        return cls(
+            components=arrays["components"],
+            feature_mean=arrays["feature_mean"],
+            scale=float(arrays["scale"]),
+            feature_names=arrays["feature_names"],
+            modality=str(arrays["modality"]),
+        )
+
+
+def _normalize_rna(adata: ad.AnnData) -> None:
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+
+
+def _tfidf(matrix: sp.spmatrix | np.ndarray, idf: np.ndarray | None = None) -> tuple[sp.csr_matrix, np.ndarray]:
+    matrix = sp.csr_matrix(matrix, dtype=np.float32)
+    depth = np.asarray(matrix.sum(axis=1)).ravel()
+    tf = sp.diags(1.0 / np.maximum(depth, 1.0)) @ matrix
+    if idf is None:
+        idf = np.log1p(matrix.shape[0] / (1.0 + np.asarray((matrix > 0).sum(axis=0)).ravel()))
+    tfidf = (tf @ sp.diags(idf.astype(np.float32))) * 1e4
+    return sp.csr_matrix(tfidf).log1p(), idf
+
+
+def preprocess(
+    adata: ad.AnnData,
+    *,
+    fit_mask: np.ndarray,
+    n_latent: int = 16,
+    n_top_features: int = 2000,
+    modality: Modality = "rna",
+    layer: str | None = None,
+    seed: int = 0,
+) -> tuple[LatentSpace, np.ndarray, sp.csr_matrix]:
+    """Fit the latent space on ``fit_mask`` cells and project every cell.
+
+    Parameters
+    ----------
+    adata
+        Raw counts (cells x genes, or cells x peaks for ``modality="atac"``). Not modified.
+    fit_mask
+        Boolean mask of the cells that the recipe is fitted on (training cells).
+    n_latent
+        Latent dimension (PCA components, or LSI components after dropping the first).
+    n_top_features
+        Highly variable genes (RNA) or most accessible peaks (ATAC) kept.
+    modality
+        ``"rna"`` or ``"atac"``.
+    layer
+        Layer with raw counts; ``None`` uses ``adata.X``.
+    seed
+        Random state for the SVD solvers.
+
+    Returns
+    -------
+    ``(latent_space, latent, expression)``: latent coordinates of all cells (cells x n_latent,
+    float32) and the processed expression of the kept features (CSR, float32).
+    """
+    fit_mask = np.asarray(fit_mask, dtype=bool)
+    work = ad.AnnData(X=sp.csr_matrix(counts_matrix(adata, layer=layer), dtype=np.float32), var=adata.var[[]].copy())
+    work.var_names = adata.var_names.astype(str)
+    if modality == "rna":
+        _normalize_rna(work)
+        n_keep = min(n_top_features, work.n_vars)
+        fit_view = work[fit_mask]
+        if n_keep < work.n_vars:
+            hvg = sc.pp.highly_variable_genes(fit_view, n_top_genes=n_keep, flavor="seurat", inplace=False)
+            keep = hvg["highly_variable"].to_numpy()
+        else:
+            keep = np.ones(work.n_vars, dtype=bool)
+        expression = sp.csr_matrix(work.X[:, keep])
+        fit_data = ad.AnnData(X=expression[fit_mask])
+        sc.pp.pca(fit_data, n_comps=n_latent, zero_center=True, random_state=seed)
+        components = np.asarray(fit_data.varm["PCs"].T, dtype=np.float64)
+        feature_mean = np.asarray(expression[fit_mask].mean(axis=0)).ravel()
+    elif modality == "atac":
+        accessibility = np.asarray((work.X[fit_mask] > 0).sum(axis=0)).ravel()
+        n_keep = min(n_top_features, work.n_vars)
+        keep = np.zeros(work.n_vars, dtype=bool)
+        keep[np.argsort(-accessibility, kind="stable")[:n_keep]] = True
+        _, idf = _tfidf(work.X[fit_mask][:, keep])
+        expression, _ = _tfidf(work.X[:, keep], idf=idf)
+        svd = TruncatedSVD(n_components=n_latent + 1, random_state=seed).fit(expression[fit_mask])
+        components = svd.components_[1:]
+        feature_mean = np.zeros(expression.shape[1])
+    else:
+        raise ValueError(f"modality must be 'rna' or 'atac', got {modality!r}.")
+    unscaled = LatentSpace(components, feature_mean, 1.0, work.var_names[keep].to_numpy(), modality)
+    latent = unscaled.encode(expression[fit_mask])
+    scale = float(np.sqrt(np.mean(latent.var(axis=0))))
+    space = LatentSpace(components, feature_mean, scale, work.var_names[keep].to_numpy(), modality)
+    return space, space.encode(expression), sp.csr_matrix(expression, dtype=np.float32)

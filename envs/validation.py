@@ -1,0 +1,155 @@
+"""Loading an ``.h5ad`` by path and checking it before anything is fitted.
+
+Every problem is raised as one :class:`DataValidationError` whose message says what is wrong
+and how to fix it. Nothing here writes to the user's file: it is read fully into memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["DataValidationError", "read_h5ad", "validate_perturbation_data", "counts_matrix"]
+
+
+class DataValidationError(ValueError):
+    """The input data cannot be used as given; the message names the fix."""
+
+
+def read_h5ad(path: str | Path) -> ad.AnnData:
+    """Read an AnnData file into memory, with clear errors for missing or foreign files.
+
+    Parameters
+    ----------
+    path
+        Path to an ``.h5ad`` file. The file is opened read-only and never modified.
+
+    Returns
+    -------
+    The AnnData object, fully loaded (not backed).
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataValidationError(f"Data file not found: '{path}'. Pass the path to an existing .h5ad file.")
+    if path.is_dir():
+        raise DataValidationError(f"'{path}' is a directory; pass the path to an .h5ad file inside it.")
+    with path.open("rb") as handle:
+        magic = handle.read(8)
+    if magic != b"\x89HDF\r\n\x1a\n":
+        raise DataValidationError(
+            f"'{path}' is not an .h5ad (HDF5) file. Convert it first, e.g. "
+            "`anndata.read_csv(...)`/`scanpy.read_10x_h5(...)` followed by `adata.write_h5ad('cells.h5ad')`."
+        )
+    try:
+        # backed="r" would keep an open handle on the user's file; read once into memory instead.
+        return ad.read_h5ad(path)
+    except Exception as exc:  # h5py/anndata raise many types for foreign HDF5 layouts
+        raise DataValidationError(
+            f"'{path}' is an HDF5 file but not a readable AnnData .h5ad ({type(exc).__name__}: {exc}). "
+            "Write it with `adata.write_h5ad(...)`."
+        ) from exc
+
+
+def counts_matrix(adata: ad.AnnData, *, layer: str | None = None):
+    """Return the matrix holding raw counts: ``adata.layers[layer]`` or ``adata.X``."""
+    if layer is None:
+        return adata.X
+    if layer not in adata.layers:
+        raise DataValidationError(
+            f"Layer '{layer}' not found; available layers: {sorted(adata.layers.keys()) or 'none'}. "
+            "Pass layer=None to use adata.X."
+        )
+    return adata.layers[layer]
+
+
+def _values(matrix) -> np.ndarray:
+    return matrix.data if sp.issparse(matrix) else np.asarray(matrix).ravel()
+
+
+def validate_perturbation_data(
+    adata: ad.AnnData,
+    *,
+    perturbation_key: str,
+    control_value: str,
+    min_cells: int = 20,
+    n_latent: int = 16,
+    layer: str | None = None,
+    require_counts: bool = True,
+    ignore_values: Sequence[str] = (),
+) -> None:
+    """Check that an AnnData can define perturbation episodes; raise one clear error if not.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes (or peaks).
+    perturbation_key
+        Column of ``adata.obs`` naming each cell's perturbation.
+    control_value
+        The label of control cells in that column (e.g. ``"non-targeting"``, ``"ctrl"``).
+    min_cells
+        Fewest cells any kept perturbation (and the control) may have.
+    n_latent
+        Latent dimension that will be fitted; the data needs more features than this.
+    layer
+        Layer holding raw counts; ``None`` uses ``adata.X``.
+    require_counts
+        Whether values must be non-negative integers (raw counts).
+    ignore_values
+        Labels in ``perturbation_key`` to leave out (e.g. ``"unassigned"``).
+    """
+    if adata.n_obs == 0:
+        raise DataValidationError("The AnnData has no cells (n_obs == 0).")
+    if perturbation_key not in adata.obs.columns:
+        raise DataValidationError(
+            f"obs column '{perturbation_key}' not found. Available obs columns: {list(adata.obs.columns)}. "
+            "Pass perturbation_key=<the column that names each cell's perturbation>."
+        )
+    labels = adata.obs[perturbation_key].astype(str)
+    labels = labels[~labels.isin(list(ignore_values))]
+    counts = labels.value_counts()
+    if control_value not in counts.index:
+        shown = list(counts.index[:20])
+        raise DataValidationError(
+            f"Control label '{control_value}' not found in obs['{perturbation_key}']. "
+            f"Values present (most frequent first): {shown}. Pass control_value=<one of these>."
+        )
+    if len(counts) < 2:
+        raise DataValidationError(
+            f"obs['{perturbation_key}'] holds only the control '{control_value}'; at least one perturbation is needed."
+        )
+    small = counts[counts < min_cells]
+    if len(small):
+        listed = ", ".join(f"{name} ({n} cells)" for name, n in small.items())
+        raise DataValidationError(
+            f"These groups have fewer than min_cells={min_cells} cells: {listed}. "
+            "Lower min_cells, or drop them with ignore_values=[...]."
+        )
+    n_features = adata.n_vars
+    if n_features <= n_latent:
+        raise DataValidationError(
+            f"The data has {n_features} genes/features but n_latent={n_latent}; "
+            f"choose n_latent < {n_features} (the latent space is fitted from the features)."
+        )
+    values = _values(counts_matrix(adata, layer=layer))
+    if values.size and not np.all(np.isfinite(values)):
+        raise DataValidationError(
+            "The expression matrix contains NaN or infinite values. Remove or impute them before loading "
+            "(e.g. `adata.X = np.nan_to_num(adata.X)` only if zeros are what they mean)."
+        )
+    if values.size and values.min() < 0:
+        raise DataValidationError(
+            f"The expression matrix has negative values (min {values.min():.3g}); raw counts are required. "
+            "Pass layer=<name of the raw-count layer> if adata.X holds scaled data."
+        )
+    if require_counts and values.size and not np.allclose(values, np.round(values)):
+        hint = f"Layers present: {sorted(adata.layers.keys())}. " if len(adata.layers) else ""
+        raise DataValidationError(
+            "The expression matrix does not hold raw counts (non-integer values found); this recipe "
+            f"normalizes counts itself. {hint}Pass layer=<raw-count layer>, or require_counts=False "
+            "if the data are already normalized counts."
+        )
