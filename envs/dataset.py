@@ -218,7 +218,7 @@ def prepare_dataset(
     n_top_genes
         Highly variable genes (or most accessible peaks) kept.
     n_wells
-        Landscape mixture components; default ``min(30, 2 * number of groups)``.
+        Landscape mixture components; default ``min(32, 3 * number of groups)``.
     modality
         ``"rna"`` (scanpy normalize/log1p/HVG/PCA) or ``"atac"`` (TF-IDF + LSI).
     layer
@@ -294,7 +294,7 @@ def prepare_dataset(
     log(f"latent space: {space.n_latent} dims from {len(space.feature_names)} {modality} features")
     n_groups = len(set(labels[cell_split.train]))
     landscape = CellLandscape.fit(
-        latent[cell_split.train], n_wells=n_wells or min(30, 2 * n_groups), reg_covar=0.05, seed=seed
+        latent[cell_split.train], n_wells=n_wells or min(32, 3 * n_groups), reg_covar=0.05, seed=seed
     )
     log(f"landscape: {len(landscape.weights)} wells")
     rng = np.random.default_rng(seed)

@@ -1,0 +1,163 @@
+"""CellState-v0: Gymnasium conformance, determinism, and a reward that only real steering wins."""
+
+from __future__ import annotations
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import envs
+from envs import ENV_ID, load_dataset
+
+
+def test_make_with_defaults_passes_check_env():
+    env = gym.make(ENV_ID)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env.unwrapped)
+    assert [str(w.message) for w in caught] == []
+    assert env.observation_space.dtype == np.float32 and env.action_space.dtype == np.float32
+
+
+def _rollout(env, seed: int, steps: int = 25):
+    obs, _ = env.reset(seed=seed)
+    trace = [obs]
+    env.action_space.seed(seed)
+    for _ in range(steps):
+        obs, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+        trace += [obs, np.float32(reward)]
+        if terminated or truncated:
+            obs, _ = env.reset()
+            trace.append(obs)
+    return trace
+
+
+def test_same_seed_same_rollout_different_seed_differs(synthetic_dataset):
+    env = gym.make(ENV_ID, data=synthetic_dataset)
+    first, second = _rollout(env, seed=3), _rollout(env, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    other = _rollout(env, seed=4)
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other))
+
+
+def test_vector_env_shapes_autoreset_and_determinism(synthetic_dataset):
+    vec = gym.make_vec(ENV_ID, num_envs=16, vectorization_mode="vector_entry_point", data=synthetic_dataset)
+    assert vec.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
+    obs, _ = vec.reset(seed=0)
+    assert obs.shape == (16, vec.single_observation_space.shape[0]) and obs.dtype == np.float32
+    horizon = vec.unwrapped.dynamics.config.horizon
+    ended_once = np.zeros(16, dtype=bool)
+    restarted = np.zeros(16, dtype=bool)
+    previous_terminated = np.zeros(16, dtype=bool)
+    first_end = np.full(16, -1)
+    for step in range(2 * horizon):
+        obs, reward, terminated, truncated, _ = vec.step(vec.action_space.sample())
+        assert vec.single_observation_space.contains(obs[0])
+        # NEXT_STEP: the step after termination is a reset with reward 0, time remaining 1.
+        if previous_terminated.any():
+            assert np.all(reward[previous_terminated] == 0.0)
+            assert np.all(obs[previous_terminated, -1] == 1.0)
+            restarted |= previous_terminated
+        first_end[terminated & ~ended_once] = step
+        ended_once |= terminated
+        previous_terminated = terminated
+    assert ended_once.all() and restarted.any() and not truncated.any()
+    # Staggered first episodes: sub-envs do not all finish on the same step.
+    assert len(set(first_end.tolist())) > 1
+    again = gym.make_vec(ENV_ID, num_envs=16, vectorization_mode="vector_entry_point", data=synthetic_dataset)
+    a, _ = vec.reset(seed=5)
+    b, _ = again.reset(seed=5)
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(16, vec.single_action_space.shape[0]))
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(vec.step(actions)[0], again.step(actions)[0])
+
+
+def _controller_return(env, policy, episodes: int = 60):
+    """Mean return and final latent states of a scripted policy."""
+    returns, finals, perturbations = [], [], []
+    for episode in range(episodes):
+        obs, info = env.reset(seed=1000 + episode)
+        total = 0.0
+        while True:
+            obs, reward, terminated, _, info = env.step(policy(obs, info))
+            total += reward
+            if terminated:
+                break
+        returns.append(total)
+        finals.append(obs[: env.dynamics.n_latent])
+        perturbations.append(info["perturbation"])
+    return np.mean(returns), np.array(finals), perturbations
+
+
+def _steer_to(env, point_of):
+    dynamics = env.dynamics
+
+    def policy(obs, info):
+        z = obs[: dynamics.n_latent].astype(np.float64)
+        need = point_of(info) - z - dynamics.dt * dynamics.dataset.landscape.drift(z)
+        return np.clip(need / dynamics.config.action_scale, -1.0, 1.0).astype(np.float32)
+
+    return policy
+
+
+def test_landscape_aware_controller_beats_doing_nothing_random_and_collapse(synthetic_dataset):
+    env = envs.make_cell_state_env({"data": synthetic_dataset})
+    dataset = env.dataset
+    rng = np.random.default_rng(0)
+    oracle = _steer_to(env, lambda info: info["target"])
+    collapse = _steer_to(env, lambda info: dataset.latent[dataset.cell_indices(info["perturbation"])].mean(axis=0))
+    oracle_return, finals, names = _controller_return(env, oracle)
+    zero_return, _, _ = _controller_return(env, lambda obs, info: np.zeros(env.dynamics.n_latent, np.float32))
+    random_return, _, _ = _controller_return(env, lambda obs, info: rng.uniform(-1, 1, env.dynamics.n_latent))
+    collapse_return, _, _ = _controller_return(env, collapse)
+    assert oracle_return > zero_return + 1.0
+    assert oracle_return > random_return + 1.0
+    # Collapsing every cell onto the population mean loses to carrying each onto its own target.
+    assert oracle_return > collapse_return + 0.5
+
+    # The oracle reaches the true perturbed population: its decoded end states shift genes the way
+    # the generator's noise-free truth says the perturbation does.
+    truth = dataset.truth["conditions"]
+    rows = np.array([int(name[1:]) for name in dataset.latent_space.feature_names])
+    control_true = np.asarray(truth[dataset.control_value]["expression_mean"])[rows]
+    names = np.array(names)
+    for name in set(names.tolist()):
+        if (names == name).sum() < 5:
+            continue
+        simulated = dataset.latent_space.decode(finals[names == name]).mean(axis=0)
+        control_sim = dataset.latent_space.decode(dataset.latent[dataset.cell_indices(dataset.control_value)]).mean(0)
+        true_delta = np.asarray(truth[name]["expression_mean"])[rows] - control_true
+        assert np.corrcoef(simulated - control_sim, true_delta)[0, 1] > 0.8, name
+
+
+def test_unseen_perturbation_is_expressible_by_its_gene_direction():
+    dataset = envs.prepare_dataset("synthetic", split="perturbations", holdout=["G069"], seed=0)
+    assert "G069" not in dataset.training_perturbations
+    env = envs.make_cell_state_env({"data": dataset, "perturbation": "G069", "cells": "test"})
+    obs, info = env.reset(seed=0)
+    d = env.dynamics.n_latent
+    direction = obs[2 * d : 3 * d]
+    assert info["perturbation"] == "G069" and obs[3 * d] == 1.0
+    assert np.isclose(np.linalg.norm(direction), 1.0, atol=1e-5)
+    # Its targets are held-out cells, never training cells.
+    assert dataset.split.test[info["target_cell"]]
+    with pytest.raises(ValueError, match="Unknown perturbation 'NOPE'"):
+        envs.make_cell_state_env({"data": dataset, "perturbation": "NOPE"})
+
+
+def test_dataset_roundtrip_and_no_overwrite(tmp_path, synthetic_dataset):
+    path = synthetic_dataset.save(tmp_path / "prepared")
+    loaded = load_dataset(path)
+    np.testing.assert_array_equal(loaded.latent, synthetic_dataset.latent)
+    np.testing.assert_array_equal(loaded.landscape.means, synthetic_dataset.landscape.means)
+    assert loaded.pairs.keys() == synthetic_dataset.pairs.keys()
+    assert (loaded.expression != synthetic_dataset.expression).nnz == 0
+    with pytest.raises(FileExistsError):
+        synthetic_dataset.save(path)
+    env = gym.make(ENV_ID, data=str(path))
+    obs_a, _ = env.reset(seed=0)
+    obs_b, _ = gym.make(ENV_ID, data=synthetic_dataset).reset(seed=0)
+    np.testing.assert_array_equal(obs_a, obs_b)
