@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "data": "synthetic",
     "perturbation_key": None,
     "control_value": None,
+    "n_latent": 8,
     # schedule
     "trpo_iters": 10,
     "ppo_iters": 10,
@@ -146,20 +147,46 @@ def trpo_available() -> bool:
     return True
 
 
-def env_config_for(s: dict[str, Any]) -> dict[str, Any]:
-    """The env_config handed to RLlib: explicit ``env_config`` plus the data keys for CellState."""
+def prepare_data(s: dict[str, Any], *, verbose: bool = False):
+    """Prepare the CellState dataset once (validating the data) and return its env view.
+
+    Raises ``envs.DataValidationError`` (a ValueError) with a clear message for bad data, before
+    any training starts. Returns None for other envs.
+    """
+    if s["env"] != CELLSTATE_ENV:
+        return None
+    import envs
+
+    ds = envs.prepare_dataset(
+        s["data"],
+        perturbation_key=s["perturbation_key"],
+        control_value=s["control_value"],
+        n_latent=s["n_latent"],
+        seed=s["seed"],
+        verbose=verbose,
+    )
+    return ds.env_view()
+
+
+def env_config_for(s: dict[str, Any], data: Any = None) -> dict[str, Any]:
+    """The env_config handed to RLlib: explicit ``env_config`` plus the data keys for CellState.
+
+    ``data`` (a prepared dataset or an ObjectRef to one) replaces ``s["data"]`` so env runners
+    fetch the prepared arrays from the object store instead of preparing the data again.
+    """
     cfg = dict(s["env_config"])
     if s["env"] == CELLSTATE_ENV:
-        cfg.setdefault("data", s["data"])
+        cfg.setdefault("data", s["data"] if data is None else data)
         if s["perturbation_key"] is not None:
             cfg.setdefault("perturbation_key", s["perturbation_key"])
         if s["control_value"] is not None:
             cfg.setdefault("control_value", s["control_value"])
+        cfg.setdefault("n_latent", s["n_latent"])
         cfg.setdefault("seed", s["seed"])
     return cfg
 
 
-def _common(config, s: dict[str, Any]):
+def _common(config, s: dict[str, Any], data: Any = None):
     import gymnasium as gym
 
     env_runner_kwargs = dict(
@@ -173,7 +200,7 @@ def _common(config, s: dict[str, Any]):
         # The CellState env ships a native numpy VectorEnv.
         env_runner_kwargs["gym_env_vectorize_mode"] = gym.VectorizeMode.VECTOR_ENTRY_POINT
     return (
-        config.environment(s["env"], env_config=env_config_for(s))
+        config.environment(s["env"], env_config=env_config_for(s, data))
         .env_runners(**env_runner_kwargs)
         .learners(num_learners=0)
         .rl_module(model_config={"fcnet_hiddens": list(s["fcnet_hiddens"]), "vf_share_layers": False})
@@ -189,7 +216,7 @@ def _common(config, s: dict[str, Any]):
     )
 
 
-def build_stage1_config(s: dict[str, Any]):
+def build_stage1_config(s: dict[str, Any], data: Any = None):
     """Stage 1: TRPO with the swept KL radius (PPO stand-in only when asked for, or TRPO is absent)."""
     algo = s["stage1_algo"]
     if algo == "trpo" and not trpo_available():
@@ -206,7 +233,7 @@ def build_stage1_config(s: dict[str, Any]):
             kl_radius=s["kl_radius"],
             cg_iters=s["cg_iters"],
             vf_lr=s["vf_lr"],
-            train_batch_size=s["train_batch_size"],
+            train_batch_size_per_learner=s["train_batch_size"],
             gamma=s["gamma"],
             lambda_=s["lambda_"],
         )
@@ -218,14 +245,14 @@ def build_stage1_config(s: dict[str, Any]):
             clip_param=s["clip_param"],
             num_epochs=s["ppo_num_epochs"],
             minibatch_size=s["ppo_minibatch_size"],
-            train_batch_size=s["train_batch_size"],
+            train_batch_size_per_learner=s["train_batch_size"],
             gamma=s["gamma"],
             lambda_=s["lambda_"],
         )
-    return _common(config, s), algo
+    return _common(config, s, data), algo
 
 
-def build_stage2_config(s: dict[str, Any], stage1_module_state: str | None = None):
+def build_stage2_config(s: dict[str, Any], stage1_module_state: str | None = None, data: Any = None):
     """Stage 2: RLlib's built-in PPO with the swept clip, starting from stage 1's module state."""
     from ray.rllib.algorithms.ppo import PPOConfig
 
@@ -238,7 +265,7 @@ def build_stage2_config(s: dict[str, Any], stage1_module_state: str | None = Non
         gamma=s["gamma"],
         lambda_=s["lambda_"],
     )
-    config = _common(config, s)
+    config = _common(config, s, data)
     if stage1_module_state is not None:
         config = handoff.with_initial_weights(config, stage1_module_state)
     return config
@@ -331,6 +358,7 @@ def run_two_stage(
     *,
     work_dir: str | os.PathLike,
     resume_from: str | os.PathLike | None = None,
+    data: Any = None,
     stop_algorithms: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """Train stage 1 then PPO; yield one flat metrics dict per iteration.
@@ -339,6 +367,8 @@ def run_two_stage(
     the very last one carries the summary keys (``handoff_max_abs_diff``, ``ppo_weight_change_l2``,
     per-stage returns and wall seconds). ``resume_from`` is such a checkpoint directory: after
     stage 1 it continues with PPO, after stage 2 it yields the finished summary again.
+    ``data``: the prepared dataset (or an ObjectRef to it) for the CellState env; prepared here
+    once when not given. Env runners get it through the object store.
     """
     s = resolve_settings(settings)
     work_dir = Path(work_dir)
@@ -346,12 +376,25 @@ def run_two_stage(
     node = _node_id()
 
     state: dict[str, Any] = {}
+    # "score": the latest finite mean episode return, carried over NaN iterations and across the
+    # stage boundary; what schedulers and the best-trial choice compare.
+    score = float("nan")
     if resume_from is not None:
         state = read_checkpoint_state(resume_from)
         if state.get("stage_done") == "ppo":
-            yield {**state["summary"], "stage": "ppo", "stage_iteration": s["ppo_iters"], "resumed": True,
+            done = state["summary"]
+            yield {**done, "score": done.get("ppo_final_return") if done.get("ppo_final_return") is not None
+                   else float("nan"), "stage": "ppo", "stage_iteration": s["ppo_iters"], "resumed": True,
                    "node_id": node, "done_before_resume": True}
             return
+
+    if s["env"] == CELLSTATE_ENV:
+        import ray
+
+        if data is None:
+            data = prepare_data(s)
+        if type(data).__name__ != "ObjectRef":
+            data = ray.put(data)
 
     # ---------------- stage 1 ----------------
     if state.get("stage_done") == "trpo":
@@ -360,8 +403,9 @@ def run_two_stage(
         obs, ref_out = reference["obs"], reference["action_dist_inputs"]
         stage1_summary = state["stage1"]
         stage1_algo_name = stage1_summary["stage1_algorithm"]
+        score = stage1_summary["trpo_final_return"] if stage1_summary["trpo_final_return"] is not None else score
     else:
-        config1, stage1_algo_name = build_stage1_config(s)
+        config1, stage1_algo_name = build_stage1_config(s, data)
         t0 = time.perf_counter()
         algo1 = config1.build_algo()
         try:
@@ -376,7 +420,8 @@ def run_two_stage(
                 result = algo1.train()
                 m = _flat_metrics(result)
                 tracker.add(m.get("episode_return_mean"))
-                m.update(stage="trpo", stage_iteration=it, stage1_algorithm=stage1_algo_name, node_id=node,
+                score = tracker.last_return if tracker.last_return is not None else score
+                m.update(stage="trpo", score=score, stage_iteration=it, stage1_algorithm=stage1_algo_name, node_id=node,
                          time_this_iter_s=float(result.get("time_this_iter_s", 0.0)))
                 if it == s["trpo_iters"]:
                     wall1 = time.perf_counter() - t0
@@ -403,7 +448,7 @@ def run_two_stage(
 
     # ---------------- handoff + stage 2 ----------------
     state_path = handoff.module_state_path(stage1_dir)
-    config2 = build_stage2_config(s, state_path)
+    config2 = build_stage2_config(s, state_path, data)
     t0 = time.perf_counter()
     algo2 = config2.build_algo()
     try:
@@ -418,7 +463,8 @@ def run_two_stage(
             result = algo2.train()
             m = _flat_metrics(result)
             tracker.add(m.get("episode_return_mean"))
-            m.update(stage="ppo", stage_iteration=it, stage1_algorithm=stage1_algo_name, node_id=node,
+            score = tracker.last_return if tracker.last_return is not None else score
+            m.update(stage="ppo", score=score, stage_iteration=it, stage1_algorithm=stage1_algo_name, node_id=node,
                      time_this_iter_s=float(result.get("time_this_iter_s", 0.0)),
                      handoff_max_abs_diff=measured["handoff_max_abs_diff"])
             if it == s["ppo_iters"]:
@@ -471,11 +517,12 @@ def _jsonable(obj):
 # Tune trainable
 # --------------------------------------------------------------------------------------------
 
-def two_stage_trainable(config: dict[str, Any]) -> None:
+def two_stage_trainable(config: dict[str, Any], data: Any = None) -> None:
     """Tune function trainable: one two-stage run, reports every iteration, checkpoints per stage.
 
     On a retry or after ``Tuner.restore`` it resumes from the trial's latest checkpoint: after
     stage 1 it goes straight to PPO (TRPO is not retrained), after stage 2 it only re-reports.
+    ``data`` (bound with ``tune.with_parameters``) is the dataset the driver prepared once.
     """
     import envs  # noqa: F401  (registers waddington/CellState-v0 in this worker process)
     from ray import tune
@@ -487,7 +534,7 @@ def two_stage_trainable(config: dict[str, Any]) -> None:
     if checkpoint is not None:
         resume_dir = checkpoint.to_directory(str(work_dir / "restored"))
     try:
-        for m in run_two_stage(s, work_dir=work_dir, resume_from=resume_dir):
+        for m in run_two_stage(s, work_dir=work_dir, resume_from=resume_dir, data=data):
             ckpt_dir = m.pop("checkpoint_dir", None)
             m.pop("summary", None)
             if ckpt_dir is not None:
