@@ -386,24 +386,24 @@ def _sum_pairwise_euclidean(
 ) -> float:
     """Sum of ||a_i - b_j|| over all (i, j); ``B=None`` means B = A (uses symmetry).
 
-    Uses ||a||^2 + ||b||^2 - 2 a.b in row chunks (one BLAS matmul per chunk), so memory is
+    One BLAS matmul per row chunk on augmented rows ``[a, |a|^2, 1] . [-2b, 1, |b|^2]``, which
+    yields ``|a|^2 + |b|^2 - 2 a.b`` directly; then clip at 0, sqrt, sum. Memory is
     ``chunk_size x n_B`` floats. Callers centre the data first to limit cancellation.
     """
     sym = B is None
     Bm = A if sym else B
     na = np.einsum("ij,ij->i", A, A)
     nb = na if sym else np.einsum("ij,ij->i", Bm, Bm)
+    A_aug = np.hstack([A, na[:, None], np.ones((A.shape[0], 1))])
+    B_aug = np.hstack([-2.0 * Bm, np.ones((Bm.shape[0], 1)), nb[:, None]])
     buf = np.empty((min(chunk_size, A.shape[0]), Bm.shape[0]))
     total = 0.0
     for i in range(0, A.shape[0], chunk_size):
-        a = A[i : i + chunk_size]
+        a = A_aug[i : i + chunk_size]
         r = a.shape[0]
         j0 = i if sym else 0
         out = buf[:r, : Bm.shape[0] - j0]
-        np.matmul(a, Bm[j0:].T, out=out)
-        out *= -2.0
-        out += na[i : i + r, None]
-        out += nb[None, j0:]
+        np.matmul(a, B_aug[j0:].T, out=out)
         if sym:
             np.fill_diagonal(out[:, :r], 0.0)
         np.maximum(out, 0.0, out=out)
@@ -411,8 +411,7 @@ def _sum_pairwise_euclidean(
         if sym:
             # [i:i+r, i:i+r] holds both (p, q) and (q, p); the rest of the row block is the
             # upper triangle only, which the lower triangle mirrors.
-            diag = float(out[:, :r].sum())
-            total += diag + 2.0 * float(out[:, r:].sum())
+            total += float(out[:, :r].sum()) + 2.0 * float(out[:, r:].sum())
         else:
             total += float(out.sum())
     return total
