@@ -99,7 +99,7 @@ def make_synthetic_perturbation_data(
         stds[deepest] *= 0.8
         conditions[str(gene_names[gene])] = (weights, means, stds, int(gene))
 
-    states, labels, log_rates = [], [], []
+    states, labels, count_blocks = [], [], []
     truth_conditions: dict[str, dict] = {}
     for name, (weights, means, stds, gene) in conditions.items():
         n = n_control_cells if gene is None else n_cells_per_perturbation
@@ -121,14 +121,15 @@ def make_synthetic_perturbation_data(
         }
         states.append(state)
         labels.extend([name] * n)
-        log_rates.append(log_rate)
+        # Counts per population keep peak memory at one block, not the whole dense matrix.
+        proportions = np.exp(log_rate - log_rate.max(axis=1, keepdims=True))
+        proportions /= proportions.sum(axis=1, keepdims=True)
+        library = rng.lognormal(mean=np.log(mean_library_size), sigma=0.3, size=(n, 1))
+        count_blocks.append(sp.csr_matrix(rng.poisson(proportions * library).astype(np.float32)))
+        del proportions, log_rate
 
     state = np.vstack(states)
-    log_rate = np.vstack(log_rates)
-    proportions = np.exp(log_rate - log_rate.max(axis=1, keepdims=True))
-    proportions /= proportions.sum(axis=1, keepdims=True)
-    library = rng.lognormal(mean=np.log(mean_library_size), sigma=0.3, size=(len(state), 1))
-    counts = rng.poisson(proportions * library).astype(np.float32)
+    counts = sp.vstack(count_blocks).tocsr()
 
     obs = pd.DataFrame(
         {
@@ -138,7 +139,7 @@ def make_synthetic_perturbation_data(
         },
         index=[f"cell{i:05d}" for i in range(len(state))],
     )
-    adata = ad.AnnData(X=sp.csr_matrix(counts), obs=obs, var=pd.DataFrame(index=gene_names))
+    adata = ad.AnnData(X=counts, obs=obs, var=pd.DataFrame(index=gene_names))
     adata.uns["truth"] = {
         "loadings": loadings,
         "baseline": baseline,
