@@ -157,6 +157,8 @@ def prepare_data(s: dict[str, Any], *, verbose: bool = False):
         return None
     import envs
 
+    if isinstance(s["data"], (str, os.PathLike)) and str(s["data"]) != "synthetic" and Path(s["data"]).is_dir():
+        return envs.load_dataset(s["data"]).env_view()  # a directory written by PreparedDataset.save
     ds = envs.prepare_dataset(
         s["data"],
         perturbation_key=s["perturbation_key"],
