@@ -1,0 +1,34 @@
+"""`waddington train` end to end (tiny): progress per iteration, summary table, DIR/summary.json."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import yaml
+
+from pipeline_helpers import WADDINGTON, REPO, subprocess_env, tiny_dataset, tiny_settings
+
+
+def test_train_writes_summary(tmp_path):
+    data_dir = tmp_path / "data"
+    tiny_dataset().save(data_dir)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_settings()))
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [*WADDINGTON, "train", "--config", str(cfg), "--data", str(data_dir), "--trpo-iters", "2",
+         "--ppo-iters", "3", "--seed", "3", "--num-cpus", "2", "--output", str(out)],
+        cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count(" trpo it ") == 2 and proc.stdout.count(" ppo it ") == 3
+    assert "handoff max |diff|" in proc.stdout and "both stages trained and the handoff is exact: yes" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("handoff_max_abs_diff", "ppo_weight_change_l2", "trpo_final_return", "ppo_final_return",
+                "trpo_returns", "ppo_returns", "trpo_wall_s", "ppo_wall_s", "wall_s"):
+        assert key in summary, key
+    assert summary["handoff_max_abs_diff"] <= 1e-6
+    assert summary["ppo_weight_change_l2"] > 0
+    assert summary["seed"] == 3 and summary["trpo_iters"] == 2 and summary["ppo_iters"] == 3
+    assert len(summary["ppo_returns"]) == 3
