@@ -136,11 +136,16 @@ def preprocess(
             keep = hvg["highly_variable"].to_numpy()
         else:
             keep = np.ones(work.n_vars, dtype=bool)
-        expression = sp.csr_matrix(work.X[:, keep])
+        # Peak memory is a few copies of the count matrix; drop each as soon as it is consumed.
+        expression = work.X if keep.all() else sp.csr_matrix(work.X[:, keep])
+        names = work.var_names[keep].to_numpy()
+        del work, fit_view
         fit_data = ad.AnnData(X=expression[fit_mask])
         sc.pp.pca(fit_data, n_comps=n_latent, zero_center=True, random_state=seed)
         components = np.asarray(fit_data.varm["PCs"].T, dtype=np.float64)
-        feature_mean = np.asarray(expression[fit_mask].mean(axis=0)).ravel()
+        feature_mean = np.asarray(fit_data.X.mean(axis=0)).ravel()
+        fit_rows = fit_data.X
+        del fit_data
     elif modality == "atac":
         accessibility = np.asarray((work.X[fit_mask] > 0).sum(axis=0)).ravel()
         n_keep = min(n_top_features, work.n_vars)
@@ -148,13 +153,16 @@ def preprocess(
         keep[np.argsort(-accessibility, kind="stable")[:n_keep]] = True
         _, idf = _tfidf(work.X[fit_mask][:, keep])
         expression, _ = _tfidf(work.X[:, keep], idf=idf)
-        svd = TruncatedSVD(n_components=n_latent + 1, random_state=seed).fit(expression[fit_mask])
+        names = work.var_names[keep].to_numpy()
+        del work
+        fit_rows = expression[fit_mask]
+        svd = TruncatedSVD(n_components=n_latent + 1, random_state=seed).fit(fit_rows)
         components = svd.components_[1:]
         feature_mean = np.zeros(expression.shape[1])
     else:
         raise ValueError(f"modality must be 'rna' or 'atac', got {modality!r}.")
-    unscaled = LatentSpace(components, feature_mean, 1.0, work.var_names[keep].to_numpy(), modality)
-    latent = unscaled.encode(expression[fit_mask])
-    scale = float(np.sqrt(np.mean(latent.var(axis=0))))
-    space = LatentSpace(components, feature_mean, scale, work.var_names[keep].to_numpy(), modality)
-    return space, space.encode(expression), sp.csr_matrix(expression, dtype=np.float32)
+    unscaled = LatentSpace(components, feature_mean, 1.0, names, modality)
+    scale = float(np.sqrt(np.mean(unscaled.encode(fit_rows).var(axis=0))))
+    del fit_rows
+    space = LatentSpace(components, feature_mean, scale, names, modality)
+    return space, space.encode(expression), sp.csr_matrix(expression, dtype=np.float32, copy=False)
