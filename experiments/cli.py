@@ -70,7 +70,8 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--train-batch-size", type=int, help="env steps per iteration (both stages)")
     g.add_argument("--num-env-runners", type=int, help="remote env runners per run (0: sample in the trainer)")
     g.add_argument("--num-envs-per-env-runner", type=int, help="vectorized envs per env runner")
-    g.add_argument("--output", "-o", metavar="DIR", help="output directory (default: runs/<command>-<time>)")
+    g.add_argument("--output", "-o", metavar="DIR", help="output directory (default: runs/<command>-<time>); for a "
+                   "multi-node sweep without a shared filesystem, a storage URI such as s3://bucket/path")
     g.add_argument("--address", help="Ray cluster address (host:port, 'auto'); default: $RAY_ADDRESS or a new local Ray")
     g.add_argument("--num-cpus", type=int, help="CPUs of a new local Ray (default: all)")
     g.add_argument("--quiet", "-q", action="store_true", help="less progress output")
@@ -307,7 +308,9 @@ def _sweep(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     if args.resume and not args.output:
         raise UsageError("--resume needs --output DIR of the sweep to finish.")
-    out = _output_dir(args, "sweep")
+    storage = args.output if args.output and "://" in args.output else None  # shared storage URI
+    out = Path("runs") / f"sweep-{args.name}" if storage else _output_dir(args, "sweep")
+    out = out.resolve()
     check_address(args.address)
     data = _prepare_data(settings, verbose=not args.quiet)
     _init_ray(args)
@@ -317,9 +320,11 @@ def _sweep(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         results = sweep.run_sweep(
-            settings, kl_radii=kl, clips=clips, storage_path=out, name=args.name, searcher=searcher,
+            settings, kl_radii=kl, clips=clips, storage_path=storage or out, name=args.name, searcher=searcher,
             scheduler=scheduler, num_samples=num_samples, max_concurrent=args.max_concurrent,
             max_failures=args.max_failures, resume=args.resume, data=data, verbose=0 if args.quiet else 1,
+            # an existing cluster may autoscale: let trials wait for nodes instead of failing
+            autoscaling=bool(args.address or os.environ.get("RAY_ADDRESS")),
         )
     except sweep.SweepError as exc:
         raise UsageError(str(exc)) from exc

@@ -145,14 +145,16 @@ def run_sweep(
     resume: bool = False,
     data: Any = None,
     verbose: int = 1,
+    autoscaling: bool = False,
 ):
     """Run (or, with ``resume=True``, restore and finish) the sweep; returns Tune's ResultGrid."""
     import ray
     from ray import tune
 
-    storage_path = str(Path(storage_path).expanduser().resolve())
-    exp_dir = os.path.join(storage_path, name)
-    autoscaling = bool(os.environ.get("WADDINGTON_AUTOSCALING"))
+    storage_path = str(storage_path)
+    if "://" not in storage_path:  # a local path; URIs (s3://, gs://) are shared storage for clusters
+        storage_path = str(Path(storage_path).expanduser().resolve())
+    exp_dir = f"{storage_path.rstrip('/')}/{name}"
     pgf = check_resources(settings, ray.cluster_resources(), autoscaling=autoscaling)
     trainable = tune.with_resources(tune.with_parameters(two_stage_trainable, data=data), pgf)
 
