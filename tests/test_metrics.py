@@ -248,6 +248,7 @@ def test_w2_matches_linear_sum_assignment(rng):
     res = M.wasserstein2(X, Y)
     assert res.value == pytest.approx(expected, rel=1e-9)
     assert res.method == "exact" and res.info["converged"]
+    assert res.info["num_iter_max"] == M.W2_NUM_ITER_MAX >= 10_000_000
 
 
 def test_w2_unequal_sizes_matches_assignment_on_duplicated_cloud(rng):
@@ -278,6 +279,7 @@ def test_w2_warns_when_solver_stops_early(rng):
     assert res.info["converged"] is False
 
 
+@pytest.mark.slow
 def test_w2_does_not_warn_on_2k_cells(rng):
     # POT's default numItermax (100k) stops early at this size; ours must not.
     X = rng.standard_normal((2000, 10))
