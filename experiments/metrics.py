@@ -55,8 +55,8 @@ __all__ = [
     "wasserstein2",
 ]
 
-# Defaults chosen from benchmarks/metrics_cost.py on a 2-core machine (50-d PCA space):
-# E-distance on 10k x 10k cells and exact W2 on 2k x 2k cells both stay well under 2 s.
+# Defaults chosen from benchmarks/metrics_cost.py on a shared 2-core machine (50-d PCA space):
+# E-distance on 10k x 10k cells and exact W2 on 2k x 2k cells both stayed under 1.5 s median.
 E_DISTANCE_MAX_CELLS = 10_000
 W2_MAX_EXACT = 2_000
 # POT's default (100k) stops the network simplex before optimality already at 2k x 2k cells.
@@ -442,7 +442,8 @@ def e_distance(
     the Euclidean form used here also sees differences in spread and shape.
 
     Exact on all cells up to ``max_cells`` per cloud (10,000 by default; 10k x 10k cells in a
-    50-d PCA space take well under 2 s on 2 cores, see ``benchmarks/metrics_cost.py``).
+    50-d PCA space took 0.5-0.9 s median on a shared 2-core machine, see
+    ``benchmarks/metrics_cost.py``).
     A larger cloud is replaced by a uniform random subsample of ``max_cells`` cells
     (without replacement, ``seed``), reported as ``method="subsample"``.
 
@@ -531,7 +532,8 @@ def wasserstein2(
     The solver status is in ``info["converged"]``; a non-optimal stop also warns.
 
     Exact when both clouds have ``<= max_exact`` cells (default 2,000; 2k x 2k cells in 50-d
-    take about 1 s on 2 cores, see ``benchmarks/metrics_cost.py``). Above that:
+    took 0.6-1.4 s median on a shared 2-core machine, see ``benchmarks/metrics_cost.py``).
+    Above that:
 
     * ``fallback="subsample"`` (default): exact W2 between uniform random subsamples of
       ``max_exact`` cells of each larger cloud (``seed``). Same quantity, but the empirical W2
