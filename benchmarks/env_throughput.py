@@ -2,7 +2,8 @@
 
 Measures, side by side in one run:
 - single env steps/s, native VectorEnv(64) steps/s, RLlib local env runner sampled steps/s with
-  that VectorEnv (PPO's default module, inference included), and RLlib / raw VectorEnv;
+  that VectorEnv (PPO's default module, inference included; RLlib defaults, and with the identity
+  action normalization switched off), and RLlib / raw VectorEnv;
 - ``prepare_dataset`` wall time and peak RSS on synthetic data of ``--cells`` x ``--genes``
   (in a child process, so the peak is preprocessing's own), with a linear extrapolation to a
   2M-cell genome-wide screen.
@@ -52,32 +53,39 @@ def vector_env_rate(dataset, num_envs: int, steps: int) -> float:
     return (steps // num_envs) * num_envs / (time.perf_counter() - start)
 
 
-def rllib_runner_rate(dataset, num_envs: int, steps: int) -> float:
+def rllib_runner_rates(dataset, num_envs: int, steps: int) -> dict[str, float]:
+    """Local env runner sampling rate with RLlib's defaults and with action normalization off.
+
+    CellState's action box is already [-1, 1], so RLlib's per-item unsquash/clip connector is an
+    identity there; turning it off (``normalize_actions=False, clip_actions=False``) is exact.
+    """
     import ray
     from ray.rllib.algorithms.ppo import PPOConfig
 
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    rates = {}
     try:
-        algo = (
-            PPOConfig()
-            .environment(envs.ENV_ID, env_config={"data": ray.put(dataset)})
-            .env_runners(
-                num_env_runners=0,
-                num_envs_per_env_runner=num_envs,
-                gym_env_vectorize_mode=gym.VectorizeMode.VECTOR_ENTRY_POINT,
+        ref = ray.put(dataset)
+        for label, normalize in (("rllib_default", True), ("rllib_no_action_normalization", False)):
+            algo = (
+                PPOConfig()
+                .environment(envs.ENV_ID, env_config={"data": ref}, normalize_actions=normalize, clip_actions=False)
+                .env_runners(
+                    num_env_runners=0,
+                    num_envs_per_env_runner=num_envs,
+                    gym_env_vectorize_mode=gym.VectorizeMode.VECTOR_ENTRY_POINT,
+                )
+                .build_algo()
             )
-            .build_algo()
-        )
-        runner = algo.env_runner
-        runner.sample(num_timesteps=2000)  # warm-up: module compile, first resets
-        start = time.perf_counter()
-        episodes = runner.sample(num_timesteps=steps)
-        elapsed = time.perf_counter() - start
-        sampled = sum(len(e) for e in episodes)
-        algo.stop()
-        return sampled / elapsed
+            runner = algo.env_runner
+            runner.sample(num_timesteps=2000)  # warm-up: first forward passes, first resets
+            start = time.perf_counter()
+            episodes = runner.sample(num_timesteps=steps)
+            rates[label] = sum(len(e) for e in episodes) / (time.perf_counter() - start)
+            algo.stop()
     finally:
         ray.shutdown()
+    return rates
 
 
 PREPARE_CHILD = """
@@ -132,12 +140,14 @@ def main() -> None:
     dataset = envs.prepare_dataset("synthetic", seed=0).env_view()
     single = single_env_rate(dataset, min(args.steps, 20_000))
     vector = vector_env_rate(dataset, args.num_envs, args.steps)
-    rllib = rllib_runner_rate(dataset, args.num_envs, args.steps)
+    rllib = rllib_runner_rates(dataset, args.num_envs, args.steps)
     results = {
         "single_env_steps_per_s": single,
         f"vector_env_{args.num_envs}_steps_per_s": vector,
-        "rllib_local_runner_steps_per_s": rllib,
-        "rllib_over_raw_vector": rllib / vector,
+        "rllib_runner_default_steps_per_s": rllib["rllib_default"],
+        "rllib_runner_no_action_norm_steps_per_s": rllib["rllib_no_action_normalization"],
+        "rllib_default_over_raw_vector": rllib["rllib_default"] / vector,
+        "rllib_no_action_norm_over_raw_vector": rllib["rllib_no_action_normalization"] / vector,
         "num_envs": args.num_envs,
         "cpu_count": os.cpu_count(),
     }
