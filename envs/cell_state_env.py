@@ -78,7 +78,7 @@ class CellStateEnv(gym.Env):
     | ``action_scale``   | ``0.3``        | latent distance of a full push                                  |
     | ``noise_std``      | ``0.05``       | per-step diffusion                                              |
     | ``action_cost``    | ``0.05``       | weight of the action-energy cost                                |
-    | ``seed``           | ``0``          | seed of data preparation (split, fits) and of the first reset   |
+    | ``seed``           | ``0``          | seed of data preparation (split, fits); episodes follow ``reset(seed=)`` |
     | ``dataset_options``| ``None``       | more keyword options for ``envs.prepare_dataset``               |
 
     ```python
@@ -126,8 +126,6 @@ class CellStateEnv(gym.Env):
         n = self.dynamics.n_latent
         self.action_space = spaces.Box(-1.0, 1.0, shape=(n,), dtype=np.float32)
         self.render_mode = render_mode
-        self._default_seed = seed
-        self._seeded = False
         self._state: dict[str, np.ndarray] = {}
 
     def _observation(self) -> np.ndarray:
@@ -144,10 +142,7 @@ class CellStateEnv(gym.Env):
         }
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        if seed is None and not self._seeded:
-            seed = self._default_seed
-        super().reset(seed=seed)
-        self._seeded = True
+        super().reset(seed=seed)  # unseeded: fresh entropy, so parallel runners differ
         perturbation, start, target = self.dynamics.sample_episodes(self.np_random, 1)
         latent = self.dataset.latent.astype(np.float64)
         z0 = latent[start]

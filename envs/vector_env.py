@@ -40,8 +40,7 @@ class CellStateVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.render_mode = None
         self._stagger = stagger
-        self._default_seed = env_kwargs.get("seed", 0)
-        self._rng = np.random.default_rng(self._default_seed)
+        self._rng = np.random.default_rng()  # reset(seed=...) makes episodes reproducible
         self._latent = self.dataset.latent.astype(np.float64)
         d = self.dynamics.n_latent
         self._z = np.zeros((num_envs, d))

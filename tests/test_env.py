@@ -161,3 +161,13 @@ def test_dataset_roundtrip_and_no_overwrite(tmp_path, synthetic_dataset):
     obs_a, _ = env.reset(seed=0)
     obs_b, _ = gym.make(ENV_ID, data=synthetic_dataset).reset(seed=0)
     np.testing.assert_array_equal(obs_a, obs_b)
+
+
+def test_unseeded_envs_differ_so_parallel_runners_do_not_duplicate(synthetic_dataset):
+    first = [gym.make(ENV_ID, data=synthetic_dataset).reset()[0] for _ in range(3)]
+    assert not all(np.array_equal(first[0], other) for other in first[1:])
+    vectors = [
+        gym.make_vec(ENV_ID, num_envs=4, vectorization_mode="vector_entry_point", data=synthetic_dataset).reset()[0]
+        for _ in range(2)
+    ]
+    assert not np.array_equal(*vectors)
