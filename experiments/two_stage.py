@@ -292,9 +292,8 @@ _RESULT_KEYS = {
     "num_episodes": ("env_runners", "num_episodes"),
     "num_env_steps_sampled": ("env_runners", "num_env_steps_sampled"),
     "num_env_steps_sampled_lifetime": ("env_runners", "num_env_steps_sampled_lifetime"),
-    "num_env_runner_restarts": ("env_runners", "num_env_runner_restarts"),
-    "num_healthy_env_runners": ("num_healthy_workers",),
-    "num_remote_env_runner_restarts": ("num_remote_worker_restarts",),
+    "num_healthy_env_runners": ("fault_tolerance", "num_healthy_workers"),
+    "num_env_runner_restarts": ("fault_tolerance", "num_remote_worker_restarts"),
 }
 
 
@@ -423,7 +422,7 @@ def run_two_stage(
                 m = _flat_metrics(result)
                 tracker.add(m.get("episode_return_mean"))
                 score = tracker.last_return if tracker.last_return is not None else score
-                m.update(stage="trpo", score=score, stage_iteration=it, stage1_algorithm=stage1_algo_name, node_id=node,
+                m.update(stage="trpo", score=score, stage_iteration=it, stage1_algorithm=stage1_algo_name, node_id=node, pid=os.getpid(),
                          time_this_iter_s=float(result.get("time_this_iter_s", 0.0)))
                 if it == s["trpo_iters"]:
                     wall1 = time.perf_counter() - t0
@@ -466,7 +465,7 @@ def run_two_stage(
             m = _flat_metrics(result)
             tracker.add(m.get("episode_return_mean"))
             score = tracker.last_return if tracker.last_return is not None else score
-            m.update(stage="ppo", score=score, stage_iteration=it, stage1_algorithm=stage1_algo_name, node_id=node,
+            m.update(stage="ppo", score=score, stage_iteration=it, stage1_algorithm=stage1_algo_name, node_id=node, pid=os.getpid(),
                      time_this_iter_s=float(result.get("time_this_iter_s", 0.0)),
                      handoff_max_abs_diff=measured["handoff_max_abs_diff"])
             if it == s["ppo_iters"]:
