@@ -1,0 +1,265 @@
+"""Predictors judged by ``waddington evaluate``: the baselines and the shared gene-space mapping.
+
+Every method answers the same question: given a perturbation and a set of *start* control cells,
+which perturbed cells does it predict? The answer is a :class:`Prediction`: predicted cells in gene
+space (log-normalized HVG expression, the space the metrics judge), their mean trajectory in gene
+space and, where the method moves cells in latent space, the latent start/end states.
+
+Gene-space mapping (one rule for every method): a predicted cell is its start cell's *observed*
+expression plus the decoded latent change,
+
+    x_pred = x_start + decode(z_end) - decode(z_start) = x_start + scale * (z_end - z_start) @ components,
+
+so the part of each cell's expression outside the latent span is kept, and a method that does
+not move a cell predicts exactly that cell. Hence a do-nothing policy and the control-mean
+baseline are the *same* prediction (identical metrics), by construction rather than by luck.
+
+Baselines (all fitted on training cells only):
+
+* ``control-mean``: no change; the start control cells themselves.
+* ``train-mean``: start cells + the mean over training perturbations of their gene-space deltas
+  (``mean(train cells of p) - mean(training control cells)``); the shortcut that recent benchmarks
+  found competitive with published models on unseen perturbations.
+* ``perturbation-mean``: start cells + the *same* perturbation's training delta (only where the
+  perturbation was seen in training, e.g. held-out cells; for held-out perturbations it does
+  not exist and is skipped).
+* ``ridge``: ``sklearn.linear_model.Ridge`` from the perturbation features
+  (:class:`envs.perturbation_features.PerturbationFeaturizer`) to the gene-space delta, one
+  sample per training perturbation.
+* ``drift``: the landscape alone: the env dynamics rolled for ``horizon`` steps with action 0.
+
+With a group split (a held-out cell type), training deltas are measured against the training
+control cells *outside* the held-out group, so each delta compares like with like.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from envs.dataset import PreparedDataset
+from envs.dynamics import CellStateDynamics, DynamicsConfig
+
+__all__ = [
+    "Prediction",
+    "EvalContext",
+    "Predictor",
+    "latent_change_to_genes",
+    "training_deltas",
+    "control_mean",
+    "train_mean",
+    "perturbation_mean",
+    "ridge",
+    "drift",
+    "rollout",
+    "BASELINES",
+]
+
+
+@dataclass
+class Prediction:
+    """What a method predicts for one perturbation.
+
+    Attributes
+    ----------
+    cells
+        Predicted perturbed cells x genes (log-normalized expression).
+    trajectory
+        Mean predicted state at each pseudotime step, steps x genes (first row: start mean).
+    latent_start, latent_end
+        Latent start/end state of each predicted cell, where the method moves cells in latent
+        space (for the seed paper's start-vs-end metric); ``None`` otherwise.
+    latent_path
+        Latent states (cells x steps x d) of the simulated trajectories, where there are any.
+    """
+
+    cells: np.ndarray
+    trajectory: np.ndarray
+    latent_start: np.ndarray | None = None
+    latent_end: np.ndarray | None = None
+    latent_path: np.ndarray | None = None
+
+
+@dataclass
+class EvalContext:
+    """Everything a predictor may use for one dataset/split: all fitted on training cells.
+
+    Attributes
+    ----------
+    dataset
+        The prepared dataset (with ``expression``).
+    start_rows
+        Perturbation -> row indices of the start control cells (training control cells, or the
+        held-out group's control cells for a group split).
+    dynamics
+        Landscape dynamics with the env settings the policies were trained with.
+    train_delta
+        Training perturbation -> gene-space delta (see :func:`training_deltas`).
+    """
+
+    dataset: PreparedDataset
+    start_rows: dict[str, np.ndarray]
+    dynamics: CellStateDynamics
+    train_delta: dict[str, np.ndarray]
+    _dense: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def horizon(self) -> int:
+        return int(self.dynamics.config.horizon)
+
+    def start_expression(self, perturbation: str) -> np.ndarray:
+        """Observed expression (dense cells x genes) of the start cells of ``perturbation``."""
+        if perturbation not in self._dense:
+            rows = self.start_rows[perturbation]
+            self._dense[perturbation] = np.asarray(self.dataset.expression[rows].toarray(), dtype=np.float64)
+        return self._dense[perturbation]
+
+    def start_latent(self, perturbation: str) -> np.ndarray:
+        return self.dataset.latent[self.start_rows[perturbation]].astype(np.float64)
+
+
+#: A method: ``(context, perturbation, rng) -> Prediction``.
+Predictor = Callable[[EvalContext, str, np.random.Generator], Prediction]
+
+
+def latent_change_to_genes(dataset: PreparedDataset, dz: np.ndarray) -> np.ndarray:
+    """Gene-space change of a latent change ``dz`` (..., d): ``scale * dz @ components``."""
+    space = dataset.latent_space
+    return (np.asarray(dz, dtype=np.float64) * space.scale) @ space.components
+
+
+def training_deltas(dataset: PreparedDataset) -> dict[str, np.ndarray]:
+    """Gene-space delta of every training perturbation, from training cells only.
+
+    ``delta_p = mean(expression of training cells of p) - mean(expression of reference controls)``
+    where the reference controls are the training control cells, minus the held-out group's
+    control cells for a group split (the training perturbed cells all lie outside that group).
+    """
+    expr = dataset.expression
+    train = dataset.split.train
+    ref = train & (dataset.labels == dataset.control_value)
+    if dataset.split.kind == "group" and dataset.groups is not None:
+        outside = dataset.groups != dataset.split.heldout_group
+        if (ref & outside).any():
+            ref &= outside
+    mu_ref = np.asarray(expr[np.flatnonzero(ref)].astype(np.float64).mean(axis=0)).ravel()
+    out = {}
+    for name in dataset.training_perturbations:
+        rows = np.flatnonzero(train & (dataset.labels == name))
+        if len(rows):
+            out[name] = np.asarray(expr[rows].astype(np.float64).mean(axis=0)).ravel() - mu_ref
+    return out
+
+
+def _shifted(context: EvalContext, perturbation: str, delta: np.ndarray) -> Prediction:
+    """Start cells + a constant gene-space delta, trajectory a straight line over the horizon."""
+    X0 = context.start_expression(perturbation)
+    steps = np.linspace(0.0, 1.0, context.horizon + 1)[:, None]
+    trajectory = X0.mean(axis=0)[None, :] + steps * delta[None, :]
+    return Prediction(cells=X0 + delta[None, :], trajectory=trajectory)
+
+
+def control_mean(context: EvalContext, perturbation: str, rng: np.random.Generator) -> Prediction:
+    """No change: the start control cells themselves (their mean is the control mean)."""
+    X0 = context.start_expression(perturbation)
+    z0 = context.start_latent(perturbation)
+    trajectory = np.repeat(X0.mean(axis=0)[None, :], context.horizon + 1, axis=0)
+    return Prediction(cells=X0.copy(), trajectory=trajectory, latent_start=z0, latent_end=z0.copy())
+
+
+def train_mean(context: EvalContext, perturbation: str, rng: np.random.Generator) -> Prediction:
+    """Start cells + the mean of the training perturbations' gene-space deltas."""
+    delta = np.mean(np.stack(list(context.train_delta.values())), axis=0)
+    return _shifted(context, perturbation, delta)
+
+
+def perturbation_mean(context: EvalContext, perturbation: str, rng: np.random.Generator) -> Prediction:
+    """Start cells + this perturbation's own training delta (seen perturbations only)."""
+    if perturbation not in context.train_delta:
+        raise KeyError(f"perturbation-mean needs training cells of {perturbation!r}.")
+    return _shifted(context, perturbation, context.train_delta[perturbation])
+
+
+def ridge(context: EvalContext, perturbation: str, rng: np.random.Generator, *, alpha: float = 1.0) -> Prediction:
+    """Start cells + a ridge regression's delta from the perturbation's features.
+
+    ``Ridge(alpha)`` is fitted with one sample per training perturbation: features
+    (``dataset.featurizer``) -> gene-space training delta. With a single training perturbation it
+    predicts that perturbation's delta (the intercept).
+    """
+    from sklearn.linear_model import Ridge
+
+    key = ("ridge", alpha)
+    if key not in context._dense:
+        featurizer = context.dataset.featurizer
+        names = sorted(context.train_delta)
+        F = np.stack([featurizer(n) for n in names]).astype(np.float64)
+        Y = np.stack([context.train_delta[n] for n in names])
+        context._dense[key] = Ridge(alpha=alpha).fit(F, Y)  # type: ignore[index]
+    model = context._dense[key]  # type: ignore[index]
+    delta = model.predict(context.dataset.featurizer(perturbation).astype(np.float64)[None, :])[0]
+    return _shifted(context, perturbation, delta)
+
+
+ActionFn = Callable[[np.ndarray], np.ndarray]
+
+
+def rollout(
+    context: EvalContext,
+    perturbation: str,
+    rng: np.random.Generator,
+    action_fn: ActionFn | None = None,
+) -> Prediction:
+    """Roll the env dynamics from the start cells for ``horizon`` steps, all cells as one batch.
+
+    Observations are built exactly as the env builds them (``[z, z0, features, time remaining]``);
+    ``action_fn`` maps a batch of observations to actions (``None``: zero action = pure drift).
+    Transitions include the env's noise (drawn from ``rng``).
+    """
+    dyn = context.dynamics
+    ds = context.dataset
+    z0 = context.start_latent(perturbation)
+    feature = ds.featurizer(perturbation).astype(np.float32)
+    n = z0.shape[0]
+    z = z0.copy()
+    path = [z0.copy()]
+    for t in range(context.horizon):
+        if action_fn is None:
+            action = np.zeros_like(z)
+        else:
+            remaining = np.full((n, 1), 1.0 - t / context.horizon)
+            obs = np.concatenate([z, z0, np.broadcast_to(feature, (n, feature.size)), remaining], axis=1)
+            action = np.asarray(action_fn(obs.astype(np.float32)), dtype=np.float64)
+        z = dyn.move(z, action, rng)
+        path.append(z.copy())
+    latent_path = np.stack(path, axis=1)  # cells x steps x d
+    X0 = context.start_expression(perturbation)
+    cells = X0 + latent_change_to_genes(ds, z - z0)
+    mean_change = latent_path.mean(axis=0) - z0.mean(axis=0)[None, :]
+    trajectory = X0.mean(axis=0)[None, :] + latent_change_to_genes(ds, mean_change)
+    return Prediction(cells=cells, trajectory=trajectory, latent_start=z0, latent_end=z, latent_path=latent_path)
+
+
+def drift(context: EvalContext, perturbation: str, rng: np.random.Generator) -> Prediction:
+    """The landscape alone: env dynamics with zero action for ``horizon`` steps."""
+    return rollout(context, perturbation, rng, None)
+
+
+#: Baselines by report name, in report order.
+BASELINES: dict[str, Predictor] = {
+    "control-mean": control_mean,
+    "train-mean": train_mean,
+    "perturbation-mean": perturbation_mean,
+    "ridge": ridge,
+    "drift (a=0)": drift,
+}
+
+
+def make_dynamics(dataset: PreparedDataset, env_config: dict | None = None) -> CellStateDynamics:
+    """Dynamics with the env settings of ``env_config`` (keys as the env's arguments)."""
+    env_config = env_config or {}
+    keys = ("horizon", "dt", "action_scale", "noise_std", "action_cost")
+    config = DynamicsConfig(**{k: env_config[k] for k in keys if k in env_config})
+    return CellStateDynamics(dataset, config)

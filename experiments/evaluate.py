@@ -1,0 +1,295 @@
+"""Honest evaluation: score every method on held-out cells in gene space, one row per number.
+
+For one prepared dataset (one split, one seed) :func:`evaluate_dataset` asks every method
+(:mod:`experiments.baselines` and the trained policies) to predict, for each evaluated
+perturbation, perturbed cells from the *start* control cells, and compares them with the observed
+held-out perturbed cells:
+
+* evaluated perturbations: those with test cells (held-out cells: every perturbation; held-out
+  perturbations: the held-out ones; held-out group: the perturbations of that group);
+* start cells (and the control reference of every delta): the *training* control cells (a
+  seeded subsample of at most ``max_start_cells``), or, for a group split, the held-out group's
+  own control cells (training cells too: only its perturbed cells are held out);
+* observed cells: the *test* cells of the perturbation (``dataset.expression`` rows).
+
+Metrics (:mod:`experiments.metrics`), per perturbation, then averaged over perturbations:
+
+* ``delta_pearson_all``, ``delta_mse_all``, ``delta_pearson_top20``, ``delta_mse_top20``: the
+  predicted vs observed mean change from the start controls, on all HVGs and on the 20 genes
+  with the largest observed ``|delta|``;
+* ``e_distance`` (squared energy distance, Euclidean) and ``wasserstein2`` (exact W2, POT)
+  between predicted and observed cells in one fixed PCA space (fitted on the training cells'
+  expression, at most 50 components);
+* ``dtw``: DTW between the method's mean trajectory and the observed one, both in that PCA space.
+  Observed trajectory: the start controls and the observed perturbed cells pooled, each given a
+  pseudotime = its projection on the axis from the control mean to the perturbed mean (0 at the
+  control mean, 1 at the perturbed mean), then averaged in ``horizon + 1`` equal-width pseudotime
+  bins (:func:`experiments.metrics.binned_mean_trajectory`). Simulated trajectory: the mean
+  predicted state at each of the ``horizon + 1`` steps (for the non-dynamic baselines a straight
+  line from the start mean to the predicted mean).
+* ``paper_start_end`` (the seed paper's metric, mean |end - start| per latent dim): reported for
+  comparison only, never to rank; a do-nothing policy scores its optimum 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from envs.dataset import PreparedDataset
+from experiments import metrics as M
+from experiments.baselines import (
+    BASELINES,
+    EvalContext,
+    Prediction,
+    Predictor,
+    make_dynamics,
+    rollout,
+    training_deltas,
+)
+
+__all__ = [
+    "METRICS",
+    "HIGHER_IS_BETTER",
+    "SPLIT_LABELS",
+    "EvaluationResult",
+    "build_context",
+    "evaluated_perturbations",
+    "observed_trajectory",
+    "policy_predictor",
+    "score_prediction",
+    "evaluate_dataset",
+]
+
+#: Metrics of the report, in column order.
+METRICS = (
+    "delta_pearson_all",
+    "delta_pearson_top20",
+    "delta_mse_all",
+    "delta_mse_top20",
+    "e_distance",
+    "wasserstein2",
+    "dtw",
+)
+#: Reported but never used to rank (the seed paper's metric; do-nothing wins it).
+COMPARISON_ONLY = ("paper_start_end",)
+HIGHER_IS_BETTER = {m: m.startswith("delta_pearson") for m in METRICS + COMPARISON_ONLY}
+SPLIT_LABELS = {"cells": "held-out cells", "perturbations": "held-out perturbations", "group": "held-out group"}
+
+
+@dataclass
+class EvaluationResult:
+    """Scores of one dataset (one split, one seed).
+
+    Attributes
+    ----------
+    rows
+        One dict per method x metric (mean over evaluated perturbations): ``method``, ``split``,
+        ``metric``, ``seed``, ``value``, ``n_perturbations``.
+    per_perturbation
+        One dict per method x perturbation x metric (same keys plus ``perturbation``).
+    examples
+        For plots: perturbation -> method -> :class:`Prediction`, plus observed/controls
+        under the keys ``"_observed"`` / ``"_control"`` (only for ``keep_examples`` perturbations).
+    info
+        What was evaluated: perturbations, start/observed cell counts, PCA dimension.
+    """
+
+    rows: list[dict[str, Any]]
+    per_perturbation: list[dict[str, Any]]
+    examples: dict[str, dict[str, Any]] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluated_perturbations(dataset: PreparedDataset) -> list[str]:
+    """Perturbations with observed test cells, which the split asks to predict."""
+    names = [p for p in dataset.perturbations if len(dataset.cell_indices(p, "test"))]
+    if dataset.split.kind == "perturbations":
+        names = [p for p in names if p in dataset.split.heldout_perturbations]
+    if not names:
+        raise ValueError(
+            f"The '{dataset.split.kind}' split leaves no perturbation with held-out test cells to evaluate."
+        )
+    return names
+
+
+def start_rows(dataset: PreparedDataset, *, max_cells: int, seed: int) -> np.ndarray:
+    """Row indices of the start control cells (see the module docstring), a seeded subsample."""
+    control = (dataset.labels == dataset.control_value) & dataset.split.train
+    if dataset.split.kind == "group":
+        control &= dataset.groups == dataset.split.heldout_group
+    rows = np.flatnonzero(control)
+    if len(rows) == 0:
+        raise ValueError("No training control cells to start from.")
+    if len(rows) > max_cells:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_cells, replace=False))
+    return rows
+
+
+def build_context(
+    dataset: PreparedDataset,
+    *,
+    env_config: Mapping[str, Any] | None = None,
+    max_start_cells: int = 1000,
+    seed: int = 0,
+) -> EvalContext:
+    """The shared inputs of every predictor for ``dataset`` (needs ``dataset.expression``)."""
+    if dataset.expression is None:
+        raise ValueError("Evaluation needs the dataset's expression matrix (a full prepared dataset, not env_view()).")
+    rows = start_rows(dataset, max_cells=max_start_cells, seed=seed)
+    names = evaluated_perturbations(dataset)
+    return EvalContext(
+        dataset=dataset,
+        start_rows={p: rows for p in names},
+        dynamics=make_dynamics(dataset, dict(env_config or {})),
+        train_delta=training_deltas(dataset),
+    )
+
+
+def policy_predictor(act) -> Predictor:
+    """A predictor that rolls the env dynamics with a policy's deterministic actions."""
+
+    def predict(context: EvalContext, perturbation: str, rng: np.random.Generator) -> Prediction:
+        return rollout(context, perturbation, rng, act)
+
+    return predict
+
+
+def observed_trajectory(X_ctrl_pc: np.ndarray, X_obs_pc: np.ndarray, *, n_bins: int) -> np.ndarray:
+    """Observed pseudotime-ordered mean trajectory from controls to perturbed cells (PCA space).
+
+    Pseudotime of a cell: its projection on the control-mean -> perturbed-mean axis, scaled so
+    the control mean is 0 and the perturbed mean 1; bins of equal width over the observed range.
+    """
+    mu_c, mu_o = X_ctrl_pc.mean(axis=0), X_obs_pc.mean(axis=0)
+    axis = mu_o - mu_c
+    pooled = np.vstack([X_ctrl_pc, X_obs_pc])
+    norm2 = float(axis @ axis)
+    if norm2 == 0.0:
+        return pooled.mean(axis=0, keepdims=True)
+    pseudotime = (pooled - mu_c) @ axis / norm2
+    return M.binned_mean_trajectory(pooled, pseudotime, n_bins=n_bins)
+
+
+def score_prediction(
+    prediction: Prediction,
+    X_ctrl: np.ndarray,
+    X_obs: np.ndarray,
+    *,
+    pca,
+    observed_traj_pc: np.ndarray,
+    k: int = 20,
+    seed: int = 0,
+) -> dict[str, float]:
+    """All metrics of one method on one perturbation (see the module docstring)."""
+    d = M.delta_metrics(X_ctrl, X_obs, prediction.cells, k=k)
+    out = {
+        "delta_pearson_all": d.pearson_all,
+        "delta_pearson_top20": d.pearson_top_k,
+        "delta_mse_all": d.mse_all,
+        "delta_mse_top20": d.mse_top_k,
+    }
+    P_pc = np.asarray(pca.transform(prediction.cells), dtype=np.float64)
+    O_pc = np.asarray(pca.transform(X_obs), dtype=np.float64)
+    out["e_distance"] = M.e_distance(P_pc, O_pc, seed=seed).value
+    out["wasserstein2"] = M.wasserstein2(P_pc, O_pc, seed=seed).value
+    sim_traj = np.asarray(pca.transform(prediction.trajectory), dtype=np.float64)
+    out["dtw"] = M.dtw_distance(sim_traj, observed_traj_pc)
+    if prediction.latent_start is not None and prediction.latent_end is not None:
+        out["paper_start_end"] = M.paper_start_end_metric(prediction.latent_start, prediction.latent_end).mean
+    return out
+
+
+def evaluate_dataset(
+    dataset: PreparedDataset,
+    methods: Mapping[str, Predictor] | None = None,
+    *,
+    seed: int = 0,
+    env_config: Mapping[str, Any] | None = None,
+    max_start_cells: int = 1000,
+    n_pcs: int = 50,
+    keep_examples: int = 2,
+    split_label: str | None = None,
+) -> EvaluationResult:
+    """Score ``methods`` (default: :data:`experiments.baselines.BASELINES`) on ``dataset``.
+
+    Parameters
+    ----------
+    dataset
+        A full prepared dataset (with ``expression``); its split says what is held out.
+    methods
+        Report name -> predictor. A predictor that raises ``KeyError`` for a perturbation (e.g.
+        ``perturbation-mean`` for an unseen one) is skipped for it.
+    seed
+        Seed of the start-cell subsample, the dynamics noise and the metric subsamples; also the
+        ``seed`` of every row.
+    env_config
+        Env settings the policies were trained with (horizon, dt, action_scale, noise_std).
+    max_start_cells
+        At most this many start control cells (seeded subsample).
+    n_pcs
+        Components of the fixed PCA (capped by the gene and cell counts).
+    keep_examples
+        Keep the predictions of this many perturbations (those with most test cells) for plots.
+    split_label
+        Name of the split in the rows (default from the split kind).
+    """
+    methods = dict(BASELINES if methods is None else methods)
+    context = build_context(dataset, env_config=env_config, max_start_cells=max_start_cells, seed=seed)
+    split = split_label or SPLIT_LABELS.get(dataset.split.kind, dataset.split.kind)
+    names = sorted(context.start_rows)
+    expr = dataset.expression
+    train_rows = np.flatnonzero(dataset.split.train)
+    rng_pca = np.random.default_rng(seed)
+    if len(train_rows) > 5000:
+        train_rows = np.sort(rng_pca.choice(train_rows, size=5000, replace=False))
+    reference = expr[train_rows].toarray()
+    pca = M.fixed_pca(reference, min(n_pcs, *reference.shape), seed=seed)
+    by_size = sorted(names, key=lambda p: -len(dataset.cell_indices(p, "test")))
+    example_names = set(by_size[:keep_examples])
+    per_pert: list[dict[str, Any]] = []
+    examples: dict[str, dict[str, Any]] = {}
+    for p_index, p in enumerate(names):
+        X_ctrl = context.start_expression(p)
+        X_obs = expr[dataset.cell_indices(p, "test")].toarray().astype(np.float64)
+        obs_traj = observed_trajectory(
+            np.asarray(pca.transform(X_ctrl)), np.asarray(pca.transform(X_obs)), n_bins=context.horizon + 1
+        )
+        if p in example_names:
+            examples[p] = {"_observed": X_obs, "_control": X_ctrl}
+        for m_index, (method, predict) in enumerate(methods.items()):
+            # the same noise stream for every method on a perturbation: paired comparisons
+            rng = np.random.default_rng([seed, p_index])
+            try:
+                prediction = predict(context, p, rng)
+            except KeyError:
+                continue
+            scores = score_prediction(prediction, X_ctrl, X_obs, pca=pca, observed_traj_pc=obs_traj, seed=seed)
+            for metric, value in scores.items():
+                per_pert.append(dict(method=method, split=split, metric=metric, seed=seed, perturbation=p,
+                                     value=float(value)))
+            if p in example_names:
+                examples[p][method] = prediction
+    rows = []
+    for method in methods:
+        for metric in METRICS + COMPARISON_ONLY:
+            values = [r["value"] for r in per_pert if r["method"] == method and r["metric"] == metric]
+            if values:
+                rows.append(dict(method=method, split=split, metric=metric, seed=seed,
+                                 value=float(np.mean(values)), n_perturbations=len(values)))
+    info = {
+        "split": split,
+        "split_kind": dataset.split.kind,
+        "perturbations": names,
+        "n_start_cells": int(len(next(iter(context.start_rows.values())))),
+        "n_observed_cells": {p: int(len(dataset.cell_indices(p, "test"))) for p in names},
+        "n_pcs": int(pca.n_components_),
+        "horizon": context.horizon,
+        "heldout_perturbations": list(dataset.split.heldout_perturbations),
+        "heldout_group": dataset.split.heldout_group,
+        "group_key": dataset.split.group_key,
+    }
+    return EvaluationResult(rows=rows, per_perturbation=per_pert, examples=examples, info=info)
