@@ -1,0 +1,183 @@
+"""``report.md`` from metric rows: mean and 95% CI over seeds, best per column, plain verdicts.
+
+Input rows are those of ``metrics.json`` (one per method x split x metric x seed). For each
+split a table has one row per method and one column per metric: ``mean ± half-width`` of the 95%
+t-interval over seeds (``t_{0.975, n-1} * sd / sqrt(n)``; "n=1" when a single seed). The best
+mean per column is **bold** (highest for Pearson, lowest for MSE and distances). Below each table:
+how TRPO -> PPO compares with the train-mean baseline (paired over seeds, stated plainly whatever
+the sign), and the ablation random-init PPO vs TRPO-init PPO at equal env steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from experiments.evaluate import COMPARISON_ONLY, HIGHER_IS_BETTER, METRICS
+
+__all__ = ["CONVENTIONS", "summarize", "paired_difference", "render_tables", "render_report", "METHOD_ORDER"]
+
+METHOD_ORDER = ("control-mean", "train-mean", "perturbation-mean", "ridge", "drift (a=0)", "PPO-only",
+                "TRPO-only", "stage-1 PPO", "TRPO->PPO")
+
+CONVENTIONS = {
+    "delta": "mean(pred) - mean(start controls) vs mean(observed test cells) - mean(start controls), log-normalized HVGs",
+    "start_controls": "training control cells (<= max_start_cells, seeded subsample); group split: the held-out "
+                      "group's control cells",
+    "top20": "20 genes with the largest observed |delta| (chosen from observed data only)",
+    "e_distance": "squared energy distance, Euclidean, V-statistic, fixed PCA of training cells (<= 50 PCs)",
+    "wasserstein2": "exact W2 (POT emd2, squared-Euclidean cost, uniform weights) in the same PCA",
+    "dtw": "tslearn DTW between simulated mean trajectory and observed pseudotime-binned mean trajectory (PCA)",
+    "paper_start_end": "seed paper's start-vs-end metric (mean |z_end - z_start| per latent dim); comparison only",
+    "ci": "95% t-interval over seeds of the per-seed mean over evaluated perturbations",
+}
+
+
+def _t975(n: int) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, n - 1)) if n > 1 else float("nan")
+
+
+def summarize(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, float]]:
+    """(split, method, metric) -> mean, CI half-width, n seeds, and the per-seed values."""
+    groups: dict[tuple[str, str, str], dict[int, float]] = {}
+    for r in rows:
+        groups.setdefault((r["split"], r["method"], r["metric"]), {})[int(r["seed"])] = float(r["value"])
+    out = {}
+    for key, by_seed in groups.items():
+        values = np.array([by_seed[s] for s in sorted(by_seed)])
+        n = len(values)
+        half = _t975(n) * values.std(ddof=1) / np.sqrt(n) if n > 1 else float("nan")
+        out[key] = {"mean": float(values.mean()), "ci": float(half), "n": n, "values": values.tolist(),
+                    "seeds": sorted(by_seed)}
+    return out
+
+
+def paired_difference(rows: Sequence[dict[str, Any]], split: str, metric: str, a: str, b: str) -> dict[str, float] | None:
+    """Mean and 95% CI over seeds of ``value(a) - value(b)``, paired by seed (None if no shared seed)."""
+    va = {int(r["seed"]): r["value"] for r in rows if r["split"] == split and r["metric"] == metric and r["method"] == a}
+    vb = {int(r["seed"]): r["value"] for r in rows if r["split"] == split and r["metric"] == metric and r["method"] == b}
+    seeds = sorted(set(va) & set(vb))
+    if not seeds:
+        return None
+    d = np.array([va[s] - vb[s] for s in seeds])
+    n = len(d)
+    half = _t975(n) * d.std(ddof=1) / np.sqrt(n) if n > 1 else float("nan")
+    better = d > 0 if HIGHER_IS_BETTER[metric] else d < 0
+    return {"mean": float(d.mean()), "ci": float(half), "n": n, "a_better_in": int(better.sum()),
+            "a_mean": float(np.mean([va[s] for s in seeds])), "b_mean": float(np.mean([vb[s] for s in seeds]))}
+
+
+def _methods(rows, split) -> list[str]:
+    present = {r["method"] for r in rows if r["split"] == split}
+    order = [m for m in METHOD_ORDER if m in present]
+    return order + sorted(present - set(order))
+
+
+def _fmt(x: float) -> str:
+    if not np.isfinite(x):
+        return "n/a"
+    return f"{x:.3g}" if abs(x) < 1000 else f"{x:.0f}"
+
+
+def _cell(stat: dict[str, float] | None) -> str:
+    if stat is None:
+        return "–"
+    ci = "" if stat["n"] < 2 else f" ± {_fmt(stat['ci'])}"
+    return f"{_fmt(stat['mean'])}{ci}"
+
+
+def _table(rows, split: str, metrics: Sequence[str], stats) -> str:
+    methods = _methods(rows, split)
+    header = "| method | " + " | ".join(metrics) + " |"
+    lines = [header, "|---|" + "---|" * len(metrics)]
+    best = {}
+    for m in metrics:
+        means = {meth: stats[(split, meth, m)]["mean"] for meth in methods if (split, meth, m) in stats}
+        if means and m not in COMPARISON_ONLY:
+            pick = max if HIGHER_IS_BETTER[m] else min
+            target = pick(means.values())
+            best[m] = {meth for meth, v in means.items() if np.isclose(v, target, rtol=1e-9, atol=1e-12)}
+    for meth in methods:
+        cells = []
+        for m in metrics:
+            text = _cell(stats.get((split, meth, m)))
+            cells.append(f"**{text}**" if meth in best.get(m, ()) else text)
+        lines.append(f"| {meth} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _verdicts(rows, split: str) -> list[str]:
+    lines = []
+    present = {r["method"] for r in rows if r["split"] == split}
+    for a, b, title in (("TRPO->PPO", "train-mean", "TRPO -> PPO vs the train-mean baseline"),
+                        ("TRPO->PPO", "control-mean", "TRPO -> PPO vs the control-mean baseline (no change)"),
+                        ("TRPO->PPO", "PPO-only", "Ablation: TRPO-init PPO vs random-init PPO at equal env steps")):
+        if a not in present or b not in present:
+            continue
+        lines.append(f"**{title}** (difference {a} − {b}, paired over seeds, 95% CI):\n")
+        for m in METRICS:
+            d = paired_difference(rows, split, m, a, b)
+            if d is None:
+                continue
+            direction = "higher is better" if HIGHER_IS_BETTER[m] else "lower is better"
+            verdict = "better" if (d["mean"] > 0) == HIGHER_IS_BETTER[m] and d["mean"] != 0 else (
+                "equal" if d["mean"] == 0 else "worse")
+            ci = "" if d["n"] < 2 else f" ± {_fmt(d['ci'])}"
+            lines.append(f"- {m} ({direction}): {a} {_fmt(d['a_mean'])} vs {b} {_fmt(d['b_mean'])}; "
+                         f"difference {_fmt(d['mean'])}{ci} → {a} is **{verdict}** "
+                         f"({d['a_better_in']}/{d['n']} seeds better)")
+        lines.append("")
+    return lines
+
+
+def render_tables(rows: Sequence[dict[str, Any]]) -> str:
+    """The per-split tables alone (for the terminal)."""
+    stats = summarize(rows)
+    parts = []
+    for split in sorted({r["split"] for r in rows}):
+        parts.append(f"\n{split}\n" + _table(rows, split, METRICS, stats))
+    return "\n".join(parts)
+
+
+def render_report(
+    rows: Sequence[dict[str, Any]],
+    *,
+    runs: Sequence[dict[str, Any]] = (),
+    command: str | None = None,
+    figures: Sequence[str] = (),
+) -> str:
+    """The whole ``report.md``: setup, one table per split, verdicts, comparison-only metric, figures."""
+    stats = summarize(rows)
+    seeds = sorted({int(r["seed"]) for r in rows})
+    out = ["# Evaluation report", ""]
+    if command:
+        out += ["Command:", "", "```", command, "```", ""]
+    out += [f"Seeds: {seeds} (n = {len(seeds)}). Cells: mean ± 95% CI half-width over seeds of the per-seed mean "
+            "over evaluated perturbations; **bold** = best mean in the column (Pearson: highest; MSE, E-distance, "
+            "W2, DTW: lowest).", ""]
+    for run in runs[:1]:
+        info = [f"split: {run.get('split')}", f"evaluated perturbations: {', '.join(run.get('perturbations', []))}",
+                f"start control cells per seed: {run.get('n_start_cells')}", f"fixed PCA: {run.get('n_pcs')} PCs",
+                f"horizon: {run.get('horizon')} steps"]
+        if run.get("heldout_group"):
+            info.append(f"held-out group: {run.get('group_key')} = {run.get('heldout_group')}")
+        if run.get("settings"):
+            s = run["settings"]
+            info.append(f"training budget per seed: TRPO {s['trpo_iters']} it + PPO {s['ppo_iters']} it x "
+                        f"{s['train_batch_size']} env steps; PPO-only {s['trpo_iters'] + s['ppo_iters']} it "
+                        f"(equal env steps); kl_radius {s['kl_radius']}, clip {s['clip_param']}, "
+                        f"hidden {s['fcnet_hiddens']}, latent {s['n_latent']}")
+        out += ["- " + "\n- ".join(info), ""]
+    for split in sorted({r["split"] for r in rows}):
+        out += [f"## {split}", "", _table(rows, split, METRICS, stats), ""]
+        out += _verdicts(rows, split)
+        out += ["Seed paper's start-vs-end metric (comparison only, never used to rank: doing nothing scores 0, "
+                "its optimum):", "", _table(rows, split, COMPARISON_ONLY, stats), ""]
+    out += ["## Conventions", ""] + [f"- {k}: {v}" for k, v in CONVENTIONS.items()] + [""]
+    if figures:
+        out += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
+    return "\n".join(out)

@@ -1,0 +1,127 @@
+"""`waddington evaluate`: bad input is one clear error before Ray; outputs (metrics.json rows, report.md,
+PNGs) on tiny data; scoring the checkpoints of a `train`-style run directory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import tiny_counts_adata
+from pipeline_helpers import REPO, WADDINGTON, subprocess_env, tiny_settings
+
+
+@pytest.fixture(scope="module")
+def tiny_h5ad(tmp_path_factory):
+    adata = tiny_counts_adata(n_per_group=60, n_genes=40, groups=("ctrl", "A", "B", "C"), seed=1)
+    adata.obs["cell_type"] = np.where(np.arange(adata.n_obs) % 2 == 0, "T", "B")
+    path = tmp_path_factory.mktemp("data") / "tiny.h5ad"
+    adata.write_h5ad(path)
+    return path
+
+
+def _evaluate(args, capsys):
+    from experiments.cli import main
+
+    rc = main(["evaluate", *map(str, args)])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def _base(tiny_h5ad):
+    return ["--data", tiny_h5ad, "--perturbation-key", "perturbation", "--control-value", "ctrl", "--no-rl", "-q"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--holdout", "A,ZZZ"], "Held-out perturbations ['ZZZ'] are not in the data"),
+        (["--split", "group", "--group-key", "tissue", "--holdout", "T"], "group_key 'tissue' not found in obs"),
+        (["--split", "group", "--group-key", "cell_type", "--holdout", "NK"], "Group 'NK' not found in obs['cell_type']"),
+        (["--holdout", "A,B,C"], "leaves no training perturbation"),
+        (["--split", "perturbations"], "needs --holdout"),
+        (["--split", "group", "--group-key", "cell_type", "--holdout", "T,B"], "exactly one group value"),
+    ],
+)
+def test_bad_split_input_is_one_clear_error(tiny_h5ad, tmp_path, capsys, extra, message):
+    out = tmp_path / "out"
+    rc, _, err = _evaluate([*_base(tiny_h5ad), *extra, "-o", out], capsys)
+    assert rc == 2
+    assert err.startswith("waddington evaluate: error: ") and message in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert not (out / "metrics.json").exists()
+
+
+def test_run_dir_without_checkpoints_is_a_clear_error(tmp_path, capsys):
+    empty = tmp_path / "run"
+    (empty / "checkpoints" / "stage1-x").mkdir(parents=True)
+    (empty / "checkpoints" / "stage1-x" / "state.json").write_text(json.dumps({"stage_done": "trpo"}))
+    rc, _, err = _evaluate(["--run", empty, "-o", tmp_path / "out"], capsys)
+    assert rc == 2 and "No finished two-stage checkpoint" in err and "stage2-" in err, err
+    rc, _, err = _evaluate(["--run", tmp_path / "nowhere", "-o", tmp_path / "out"], capsys)
+    assert rc == 2 and "does not exist" in err, err
+
+
+def test_errors_come_before_ray_from_the_installed_entry_point(tiny_h5ad, tmp_path):
+    """`python -m experiments.cli evaluate` is registered and fails fast (no Ray started) on bad data."""
+    proc = subprocess.run(
+        [*WADDINGTON, "evaluate", *map(str, _base(tiny_h5ad)), "--holdout", "NOPE", "-o", str(tmp_path / "o")],
+        cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "waddington evaluate: error: " in proc.stderr and "NOPE" in proc.stderr
+    assert "Started a local Ray instance" not in proc.stdout + proc.stderr
+
+
+def test_baselines_only_writes_rows_report_and_pngs(tiny_h5ad, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc, stdout, err = _evaluate([*_base(tiny_h5ad), "--split", "group", "--group-key", "cell_type", "--holdout", "T",
+                                 "--seeds", "0,1", "-o", out], capsys)
+    assert rc == 0, err
+    payload = json.loads((out / "metrics.json").read_text())
+    rows = payload["rows"]
+    keys = [(r["method"], r["split"], r["metric"], r["seed"]) for r in rows]
+    assert len(keys) == len(set(keys)), "one row per method x split x metric x seed"
+    methods = {r["method"] for r in rows}
+    assert methods == {"control-mean", "train-mean", "perturbation-mean", "ridge", "drift (a=0)"}
+    main_metrics = {"delta_pearson_all", "delta_pearson_top20", "delta_mse_all", "delta_mse_top20", "e_distance",
+                    "wasserstein2", "dtw"}
+    for method in methods:
+        for seed in (0, 1):
+            got = {r["metric"] for r in rows if r["method"] == method and r["seed"] == seed}
+            assert main_metrics <= got, (method, seed)
+    assert {r["split"] for r in rows} == {"held-out group"}
+    assert all(r["n_perturbations"] == 3 for r in rows)
+    assert len(payload["per_perturbation"]) >= 3 * len(rows) - 12
+    report = (out / "report.md").read_text()
+    assert "## held-out group" in report and "| method | delta_pearson_all" in report
+    assert " ± " in report and "**" in report  # CI over 2 seeds, best per column marked
+    assert "cell_type = T" in report
+    for png in ("landscape.png", "delta_top_genes.png", "metric_bars.png"):
+        data = (out / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, png
+
+
+def test_scores_the_checkpoints_of_a_train_run(ray_local, tmp_path, capsys):
+    """A run dir laid out like `waddington train -o DIR`: TRPO-only and TRPO->PPO rows appear."""
+    import envs
+    from experiments.two_stage import run_two_stage
+
+    adata = envs.make_synthetic_perturbation_data(n_perturbations=3, n_control_cells=200,
+                                                  n_cells_per_perturbation=80, n_genes=60, seed=0)
+    ds = envs.prepare_dataset(adata, perturbation_key="perturbation", control_value="control", n_latent=4,
+                              n_top_genes=60, max_pair_cells=200, seed=0)
+    data_dir = ds.save(tmp_path / "dataset")  # with its expression: evaluation needs gene space
+    run = tmp_path / "run"
+    list(run_two_stage(tiny_settings(data=str(data_dir), trpo_iters=1, ppo_iters=1), work_dir=run / "checkpoints",
+                       data=ray_local.put(ds.env_view())))
+    out = tmp_path / "eval"
+    rc, _, err = _evaluate(["--run", run, "--no-ablation", "-q", "-o", out], capsys)
+    assert rc == 0, err
+    rows = json.loads((out / "metrics.json").read_text())["rows"]
+    methods = {r["method"] for r in rows}
+    assert {"TRPO-only", "TRPO->PPO", "control-mean", "train-mean"} <= methods
+    assert {r["split"] for r in rows} == {"held-out cells"}
+    assert "TRPO -> PPO vs the train-mean baseline" in (out / "report.md").read_text()
