@@ -346,6 +346,10 @@ def _sweep(args: argparse.Namespace) -> int:
 
 COMMANDS["sweep"].run = _sweep
 
+# evaluate: defined in experiments/evaluate_cli.py (registered here so `python -m experiments.cli` sees it)
+from experiments.evaluate_cli import HELP as _EVAL_HELP, add_evaluate_arguments, run_evaluate  # noqa: E402
+command("evaluate", help=_EVAL_HELP)(add_evaluate_arguments).run = run_evaluate
+
 
 # ---------------------------------------------------------------------------------------------
 
