@@ -36,13 +36,14 @@ def _tiny(split: str = "cells", holdout: tuple = (), group: bool = False):
 def test_do_nothing_policy_scores_exactly_like_control_mean(synthetic_dataset):
     """A policy whose cells end where they started is the control-mean baseline, metric for metric."""
     from experiments.baselines import control_mean, train_mean
-    from experiments.evaluate import evaluate_dataset, policy_predictor
+    from experiments.evaluate import evaluate_dataset, policy_predictor, start_rows
 
     _zero_policy.action_dim = synthetic_dataset.n_latent
     methods = {"control-mean": control_mean, "do-nothing policy": policy_predictor(_zero_policy),
                "train-mean": train_mean}
     # dt = 0 and no noise: the env's own dynamics leave a zero-action cell exactly where it started
-    result = evaluate_dataset(synthetic_dataset, methods, seed=0, env_config={"dt": 0.0, "noise_std": 0.0})
+    result = evaluate_dataset(synthetic_dataset, methods, seed=0, env_config={"dt": 0.0, "noise_std": 0.0},
+                              max_start_cells=300)
     per = {(r["method"], r["perturbation"], r["metric"]): r["value"] for r in result.per_perturbation}
     names = result.info["perturbations"]
     assert len(names) == 8
@@ -54,9 +55,10 @@ def test_do_nothing_policy_scores_exactly_like_control_mean(synthetic_dataset):
         assert per[("do-nothing policy", p, "paper_start_end")] == 0.0
     # control-mean's delta MSE is the observed delta's mean square, computed here independently
     X = synthetic_dataset.expression.astype(np.float64)
-    start = result.info["n_start_cells"]
-    assert start == len(synthetic_dataset.cell_indices("control", "train"))
-    ctrl = X[synthetic_dataset.cell_indices("control", "train")].toarray().mean(axis=0)
+    rows = start_rows(synthetic_dataset, max_cells=300, seed=0)
+    assert result.info["n_start_cells"] == len(rows) == 300
+    assert set(rows) <= set(synthetic_dataset.cell_indices("control", "train"))
+    ctrl = X[rows].toarray().mean(axis=0)
     expected = np.mean([np.mean((X[synthetic_dataset.cell_indices(p, "test")].toarray().mean(axis=0) - ctrl) ** 2)
                         for p in names])
     assert _table(result, "delta_mse_all")["control-mean"] == pytest.approx(expected, rel=1e-9)
