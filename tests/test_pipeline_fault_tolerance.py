@@ -67,6 +67,8 @@ def test_tune_retries_a_killed_trial(ray_local, tmp_path):
         while time.time() < deadline and not killed:
             # the stage-1 checkpoint is persisted by the trial itself the moment TRPO ends
             if list(exp_dir.glob("*/checkpoint_000000/state.json")):
+                # let Tune finish registering the checkpoint (the report returns), PPO is being built
+                time.sleep(3.0)
                 procs = trial_processes()
                 if procs:
                     killed["pid"] = procs[0].pid
