@@ -49,7 +49,7 @@ def test_tune_retries_a_killed_trial(ray_local, tmp_path):
     from experiments.sweep import run_sweep
     from experiments.two_stage import resolve_settings
 
-    s = resolve_settings(tiny_settings(ppo_iters=15))
+    s = resolve_settings(tiny_settings(ppo_iters=25))
     exp_dir = tmp_path / "sweep"
     killed = {}
 
@@ -86,7 +86,7 @@ def test_tune_retries_a_killed_trial(ray_local, tmp_path):
     assert result.error is None
     rows = [json.loads(x) for f in exp_dir.glob("*/result.json") for x in f.read_text().splitlines() if x.strip()]
     final = rows[-1]
-    assert final["stage"] == "ppo" and final["stage_iteration"] == 15 and final["pid"] != killed["pid"]
+    assert final["stage"] == "ppo" and final["stage_iteration"] == 25 and final["pid"] != killed["pid"]
     # the retry resumed after TRPO (from the stage-1 checkpoint): no TRPO iteration ran in the new process
     assert not [r for r in rows if r["pid"] != killed["pid"] and r["stage"] == "trpo"]
     assert final["handoff_max_abs_diff"] <= 1e-6 and final["ppo_weight_change_l2"] > 0
