@@ -124,11 +124,15 @@ def _verdicts(rows, split: str) -> list[str]:
             if d is None:
                 continue
             direction = "higher is better" if HIGHER_IS_BETTER[m] else "lower is better"
-            verdict = "better" if (d["mean"] > 0) == HIGHER_IS_BETTER[m] and d["mean"] != 0 else (
-                "equal" if d["mean"] == 0 else "worse")
+            if d["mean"] == 0:
+                verdict = "equal"
+            elif d["n"] >= 2 and not abs(d["mean"]) > d["ci"]:
+                verdict = "no clear difference (95% CI includes 0)"
+            else:
+                verdict = f"{a} better" if (d["mean"] > 0) == HIGHER_IS_BETTER[m] else f"{a} worse"
             ci = "" if d["n"] < 2 else f" ± {_fmt(d['ci'])}"
             lines.append(f"- {m} ({direction}): {a} {_fmt(d['a_mean'])} vs {b} {_fmt(d['b_mean'])}; "
-                         f"difference {_fmt(d['mean'])}{ci} → {a} is **{verdict}** "
+                         f"difference {_fmt(d['mean'])}{ci} → **{verdict}** "
                          f"({d['a_better_in']}/{d['n']} seeds better)")
         lines.append("")
     return lines
@@ -181,3 +185,25 @@ def render_report(
     if figures:
         out += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
     return "\n".join(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Re-render ``report.md`` from a ``metrics.json`` (figures already in its folder are linked)."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(prog="python -m experiments.report", description=main.__doc__)
+    parser.add_argument("metrics", help="metrics.json written by `waddington evaluate`")
+    args = parser.parse_args(argv)
+    path = Path(args.metrics)
+    payload = json.loads(path.read_text())
+    figures = [f for f in ("landscape.png", "delta_top_genes.png", "metric_bars.png") if (path.parent / f).exists()]
+    text = render_report(payload["rows"], runs=payload.get("runs", ()), command=payload.get("command"), figures=figures)
+    (path.parent / "report.md").write_text(text)
+    print(path.parent / "report.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
