@@ -313,6 +313,7 @@ def summarize(runs: list[dict], checkpoints: dict[str, list[int]]) -> dict:
                 "seeds": [r["seed"] for r in rs],
                 "steps": [r["steps"] for r in rs],
                 "wall_s_mean": float(np.mean([r["wall_s"] for r in rs])),
+                "wall_s_per_seed": [r["wall_s"] for r in rs],
                 "build_s_mean": float(np.mean([r["build_s"] for r in rs])),
                 "steps_per_s_mean": float(np.mean([r["steps_per_s"] for r in rs])),
                 "checkpoints": checkpoints[env_key],
@@ -326,6 +327,16 @@ def summarize(runs: list[dict], checkpoints: dict[str, list[int]]) -> dict:
             both["wall_ratio_rllib_over_sb3"] = (
                 both["rllib_trpo"]["wall_s_mean"] / both["sb3_contrib_trpo"]["wall_s_mean"]
             )
+            # Each seed's two runs are adjacent in time, so their ratio is the fairer one
+            # on a machine shared with other work.
+            walls = {
+                (r["lib"], r["seed"]): r["wall_s"] for r in runs if r["env"] == env_key
+            }
+            both["wall_ratio_per_seed"] = [
+                walls[("rllib_trpo", sd)] / walls[("sb3_contrib_trpo", sd)]
+                for sd in both["rllib_trpo"]["seeds"]
+                if ("sb3_contrib_trpo", sd) in walls
+            ]
     return summary
 
 
@@ -347,7 +358,11 @@ def print_table(summary: dict, timing: dict | None) -> None:
                 f"{s['auc_return_mean']:.1f} |"
             )
         if "wall_ratio_rllib_over_sb3" in libs:
-            print(f"| {ENV_IDS[env_key]} | wall ratio rllib/sb3 | {libs['wall_ratio_rllib_over_sb3']:.2f} | | | | | |")
+            per_seed = ", ".join(f"{x:.2f}" for x in libs["wall_ratio_per_seed"])
+            print(
+                f"| {ENV_IDS[env_key]} | wall ratio rllib/sb3 | {libs['wall_ratio_rllib_over_sb3']:.2f} "
+                f"(per seed: {per_seed}) | | | | | |"
+            )
     if timing:
         print()
         print(
@@ -396,11 +411,15 @@ def main(argv: list[str] | None = None) -> dict:
     for env_key in args.envs:
         for seed in args.seeds:
             if "rllib_trpo" in args.libs:
+                load0 = os.getloadavg()[0]
                 r = run_rllib_trpo(env_key, seed, steps[env_key], data_ref)
+                r["loadavg_1min_before_after"] = [load0, os.getloadavg()[0]]
                 print(f"rllib_trpo {env_key} seed {seed}: {r['wall_s']:.1f} s, {r['steps_per_s']:.0f} steps/s", flush=True)
                 runs.append(r)
             if "sb3_contrib_trpo" in args.libs:
+                load0 = os.getloadavg()[0]
                 r = run_sb3_trpo(env_key, seed, steps[env_key], dataset)
+                r["loadavg_1min_before_after"] = [load0, os.getloadavg()[0]]
                 print(f"sb3_contrib_trpo {env_key} seed {seed}: {r['wall_s']:.1f} s, {r['steps_per_s']:.0f} steps/s", flush=True)
                 runs.append(r)
 
