@@ -54,6 +54,7 @@ __all__ = [
     "ridge",
     "drift",
     "rollout",
+    "make_dynamics",
     "BASELINES",
 ]
 
