@@ -60,8 +60,12 @@ def rllib_runner_rates(dataset, num_envs: int, steps: int) -> dict[str, float]:
     identity there; turning it off (``normalize_actions=False, clip_actions=False``) is exact.
     """
     import ray
+    import torch
     from ray.rllib.algorithms.ppo import PPOConfig
 
+    # Remote runners get OMP_NUM_THREADS=1 from Ray; match that here. Two intra-op threads on a
+    # busy 2-core machine spin against other processes and made sampling ~10x slower.
+    torch.set_num_threads(1)
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     rates = {}
     try:
