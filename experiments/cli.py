@@ -166,7 +166,8 @@ def _init_ray(args) -> None:
         return
     kwargs: dict[str, Any] = dict(log_to_driver=not args.quiet, configure_logging=True)
     if address is None:
-        kwargs.update(num_cpus=args.num_cpus, include_dashboard=False)
+        # A fresh single-machine Ray listens on loopback only; clusters are joined with --address.
+        kwargs.update(num_cpus=args.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
     else:
         kwargs["address"] = address
     try:
