@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "command", "COMMANDS", "UsageError"]
+__all__ = ["main", "command", "COMMANDS", "UsageError", "init_ray", "check_address"]
 
 
 class UsageError(ValueError):
@@ -158,7 +158,8 @@ def check_address(address: str | None, timeout_s: float = 3.0) -> str | None:
     return address
 
 
-def _init_ray(args) -> None:
+def init_ray(args) -> None:
+    """Join ``--address``/``$RAY_ADDRESS`` (checked to answer first) or start a loopback-only local Ray."""
     import ray
 
     address = check_address(getattr(args, "address", None))
@@ -220,7 +221,7 @@ def _train(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     check_address(args.address)  # fast; before the (slower) data preparation
     data = _prepare_data(settings, verbose=not args.quiet)
-    _init_ray(args)
+    init_ray(args)
     out.mkdir(parents=True, exist_ok=True)
     import envs  # noqa: F401  (registers the env in this process)
 
@@ -314,7 +315,7 @@ def _sweep(args: argparse.Namespace) -> int:
     out = out.resolve()
     check_address(args.address)
     data = _prepare_data(settings, verbose=not args.quiet)
-    _init_ray(args)
+    init_ray(args)
     out.mkdir(parents=True, exist_ok=True)
     print(f"waddington sweep -> {out / args.name}  kl_radius={kl} clip={clips} searcher={searcher} "
           f"scheduler={scheduler} samples={num_samples}", flush=True)

@@ -181,20 +181,6 @@ def _dataset_of_run(settings: dict[str, Any]):
 # the run
 # ---------------------------------------------------------------------------------------------
 
-def _init_ray(args) -> None:
-    import os
-
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = args.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=not args.quiet)
-    else:
-        ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=not args.quiet)
-
-
 def _log(args, message: str, t0: float) -> None:
     if not args.quiet:
         print(f"[evaluate {time.perf_counter() - t0:7.1f}s] {message}", flush=True)
@@ -248,13 +234,12 @@ def _run(args: argparse.Namespace) -> int:
 
     needs_ray = (args.data and not args.no_rl) or (args.run and not args.no_ablation)
     if needs_ray:
-        from experiments.cli import check_address
+        from experiments.cli import init_ray
 
         try:
-            check_address(args.address)
+            init_ray(args)
         except ValueError as exc:
             raise EvaluateError(str(exc)) from exc
-        _init_ray(args)
         import envs  # noqa: F401  (registers the env in this process)
 
     all_rows: list[dict] = []
