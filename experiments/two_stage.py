@@ -244,34 +244,28 @@ def build_stage1_config(s: dict[str, Any], data: Any = None):
             lambda_=s["lambda_"],
         )
     else:
-        from ray.rllib.algorithms.ppo import PPOConfig
-
-        config = PPOConfig().training(
-            lr=s["ppo_lr"],
-            clip_param=s["clip_param"],
-            num_epochs=s["ppo_num_epochs"],
-            minibatch_size=s["ppo_minibatch_size"],
-            train_batch_size_per_learner=s["train_batch_size"],
-            gamma=s["gamma"],
-            lambda_=s["lambda_"],
-        )
+        config = _ppo_config(s)
     return _common(config, s, data), algo
 
 
-def build_stage2_config(s: dict[str, Any], stage1_module_state: str | None = None, data: Any = None):
-    """Stage 2: RLlib's built-in PPO with the swept clip, starting from stage 1's module state."""
+def _ppo_config(s: dict[str, Any]):
+    """RLlib's PPO with this run's PPO settings (stage 2, or the stage-1 stand-in)."""
     from ray.rllib.algorithms.ppo import PPOConfig
 
-    config = PPOConfig().training(
+    return PPOConfig().training(
         lr=s["ppo_lr"],
         clip_param=s["clip_param"],
         num_epochs=s["ppo_num_epochs"],
         minibatch_size=s["ppo_minibatch_size"],
-        train_batch_size=s["train_batch_size"],
+        train_batch_size_per_learner=s["train_batch_size"],
         gamma=s["gamma"],
         lambda_=s["lambda_"],
     )
-    config = _common(config, s, data)
+
+
+def build_stage2_config(s: dict[str, Any], stage1_module_state: str | None = None, data: Any = None):
+    """Stage 2: RLlib's built-in PPO with the swept clip, starting from stage 1's module state."""
+    config = _common(_ppo_config(s), s, data)
     if stage1_module_state is not None:
         config = handoff.with_initial_weights(config, stage1_module_state)
     return config
