@@ -58,8 +58,9 @@ DEFAULTS: dict[str, Any] = {
     "control_value": None,
     "n_latent": 8,
     # schedule
-    "trpo_iters": 10,
-    "ppo_iters": 10,
+    # 40 + 40 iterations take ~40 s on 2 quiet cores and roughly double the return of 10 + 10.
+    "trpo_iters": 40,
+    "ppo_iters": 40,
     "seed": 0,
     # the two swept hyperparameters
     "kl_radius": 0.01,
