@@ -11,6 +11,7 @@ from gymnasium.utils.env_checker import check_env
 
 import envs
 from envs import ENV_ID, load_dataset
+from envs.controllers import rollout_returns, toward_population_mean, toward_target, zero_action
 
 
 def test_make_with_defaults_passes_check_env():
@@ -75,44 +76,19 @@ def test_vector_env_shapes_autoreset_and_determinism(synthetic_dataset):
     np.testing.assert_array_equal(vec.step(actions)[0], again.step(actions)[0])
 
 
-def _controller_return(env, policy, episodes: int = 60):
-    """Mean return and final latent states of a scripted policy."""
-    returns, finals, perturbations = [], [], []
-    for episode in range(episodes):
-        obs, info = env.reset(seed=1000 + episode)
-        total = 0.0
-        while True:
-            obs, reward, terminated, _, info = env.step(policy(obs, info))
-            total += reward
-            if terminated:
-                break
-        returns.append(total)
-        finals.append(obs[: env.dynamics.n_latent])
-        perturbations.append(info["perturbation"])
-    return np.mean(returns), np.array(finals), perturbations
-
-
-def _steer_to(env, point_of):
-    dynamics = env.dynamics
-
-    def policy(obs, info):
-        z = obs[: dynamics.n_latent].astype(np.float64)
-        need = point_of(info) - z - dynamics.dt * dynamics.dataset.landscape.drift(z)
-        return np.clip(need / dynamics.config.action_scale, -1.0, 1.0).astype(np.float32)
-
-    return policy
-
-
 def test_landscape_aware_controller_beats_doing_nothing_random_and_collapse(synthetic_dataset):
     env = envs.make_cell_state_env({"data": synthetic_dataset})
     dataset = env.dataset
     rng = np.random.default_rng(0)
-    oracle = _steer_to(env, lambda info: info["target"])
-    collapse = _steer_to(env, lambda info: dataset.latent[dataset.cell_indices(info["perturbation"])].mean(axis=0))
-    oracle_return, finals, names = _controller_return(env, oracle)
-    zero_return, _, _ = _controller_return(env, lambda obs, info: np.zeros(env.dynamics.n_latent, np.float32))
-    random_return, _, _ = _controller_return(env, lambda obs, info: rng.uniform(-1, 1, env.dynamics.n_latent))
-    collapse_return, _, _ = _controller_return(env, collapse)
+
+    def mean_return(controller):
+        returns, finals, names = rollout_returns(env, controller, episodes=60, seed=1000)
+        return returns.mean(), finals, names
+
+    oracle_return, finals, names = mean_return(toward_target(env))
+    zero_return, _, _ = mean_return(zero_action(env))
+    random_return, _, _ = mean_return(lambda obs, info: rng.uniform(-1, 1, env.dynamics.n_latent))
+    collapse_return, _, _ = mean_return(toward_population_mean(env))
     assert oracle_return > zero_return + 1.0
     assert oracle_return > random_return + 1.0
     # Collapsing every cell onto the population mean loses to carrying each onto its own target.

@@ -1,0 +1,68 @@
+"""Scripted reference controllers for ``CellStateEnv``: the yardsticks a learned policy is read against.
+
+``landscape_aware`` knows the landscape drift and steers each cell to a chosen point, cancelling
+the drift; pointed at the episode's OT-paired target it is the env's practical upper reference,
+pointed at the perturbed population's mean it is the collapse strategy the reward must not favour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from envs.cell_state_env import CellStateEnv
+
+__all__ = ["Controller", "landscape_aware", "toward_target", "toward_population_mean", "zero_action", "rollout_returns"]
+
+Controller = Callable[[np.ndarray, dict[str, Any]], np.ndarray]
+
+
+def landscape_aware(env: CellStateEnv, point_of: Callable[[dict[str, Any]], np.ndarray]) -> Controller:
+    """Push toward ``point_of(info)`` by the step that cancels the drift, clipped to the action box."""
+    dynamics = env.dynamics
+
+    def act(obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        z = obs[: dynamics.n_latent].astype(np.float64)
+        need = point_of(info) - z - dynamics.dt * dynamics.dataset.landscape.drift(z)
+        return np.clip(need / dynamics.config.action_scale, -1.0, 1.0).astype(np.float32)
+
+    return act
+
+
+def toward_target(env: CellStateEnv) -> Controller:
+    """Steer every cell to its own OT-paired target cell."""
+    return landscape_aware(env, lambda info: info["target"])
+
+
+def toward_population_mean(env: CellStateEnv) -> Controller:
+    """Steer every cell to the mean of its perturbation's training cells (collapse)."""
+    dataset = env.dataset
+    means = {name: dataset.latent[dataset.cell_indices(name)].mean(axis=0) for name in env.dynamics.perturbations}
+    return landscape_aware(env, lambda info: means[info["perturbation"]])
+
+
+def zero_action(env: CellStateEnv) -> Controller:
+    """Do nothing: the landscape drift and noise alone move the cell."""
+    return lambda obs, info: np.zeros(env.dynamics.n_latent, dtype=np.float32)
+
+
+def rollout_returns(env: CellStateEnv, controller: Controller, *, episodes: int, seed: int = 0):
+    """Run ``episodes`` episodes (reset seeds ``seed..seed+episodes-1``).
+
+    Returns
+    -------
+    ``(returns, final_states, perturbations)``: per-episode return, final latent state and label.
+    """
+    returns, finals, names = [], [], []
+    for episode in range(episodes):
+        obs, info = env.reset(seed=seed + episode)
+        total, terminated, truncated = 0.0, False, False
+        while not (terminated or truncated):
+            obs, reward, terminated, truncated, info = env.step(controller(obs, info))
+            total += reward
+        returns.append(total)
+        finals.append(obs[: env.dynamics.n_latent])
+        names.append(info["perturbation"])
+    return np.array(returns), np.array(finals), names
