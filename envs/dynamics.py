@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from envs.dataset import PreparedDataset
+from envs.pairing import ot_pairs
 
 __all__ = ["DynamicsConfig", "CellStateDynamics"]
 
@@ -74,8 +75,6 @@ class CellStateDynamics:
     def _pairs_for(self, name: str, cells: str) -> np.ndarray:
         if cells == "train" and name in self.dataset.pairs:
             return self.dataset.pairs[name]
-        from envs.pairing import ot_pairs
-
         controls = self.dataset.cell_indices(self.dataset.control_value, "train")
         targets = self.dataset.cell_indices(name, cells)
         if len(targets) == 0:
