@@ -3,7 +3,6 @@ interchangeable with PPO, forced line-search failure, 0 and 2 remote env runners
 
 from __future__ import annotations
 
-import math
 
 import gymnasium as gym
 import numpy as np
@@ -11,25 +10,7 @@ import pytest
 import torch
 
 from algorithms.trpo import TRPOConfig
-
-MODULE = "default_policy"
-KEYS = (
-    "trpo_kl",
-    "line_search_success",
-    "line_search_backtracks",
-    "line_search_step_fraction",
-    "surrogate_improvement",
-    "expected_improvement",
-    "cg_residual",
-    "cg_iterations",
-    "sampling_policy_kl",
-    "vf_loss",
-    "vf_loss_before",
-    "vf_explained_var",
-    "policy_loss",
-    "entropy",
-)
-
+from tests.trpo_checks import MODULE, check_trpo_update
 
 def _cartpole_config(**training) -> TRPOConfig:
     return (
@@ -47,27 +28,6 @@ def _learner_module_state(algo) -> dict[str, np.ndarray]:
     return state["learner"]["rl_module"][MODULE]
 
 
-def _check_update(result: dict, kl_radius: float) -> dict:
-    """Per-update invariants; returns the module's learner results."""
-    lr = result["learners"][MODULE]
-    for key in KEYS:
-        assert key in lr, f"missing learner metric {key!r}"
-        assert math.isfinite(float(lr[key])), f"{key} = {lr[key]}"
-    # Trust region honoured by the accepted step (or nothing moved on failure).
-    assert 0.0 <= float(lr["trpo_kl"]) <= kl_radius
-    assert float(lr["line_search_success"]) in (0.0, 1.0)
-    if float(lr["line_search_success"]) == 0.0:
-        assert float(lr["trpo_kl"]) == 0.0
-    else:
-        assert float(lr["surrogate_improvement"]) > 0.0
-    # The batch was sampled by exactly the learner's pre-update policy.
-    assert abs(float(lr["sampling_policy_kl"])) < 1e-6
-    # RLlib's own off-policyness counter: `Learner.update` bumps the weights' sequence
-    # number before `_update`, so 1 means "sampled with the weights just before this update".
-    assert float(lr["diff_num_grad_updates_vs_sampler_policy"]) == 1.0
-    return lr
-
-
 def test_cartpole_every_update_within_trust_region_and_return_rises(ray_local):
     config = _cartpole_config(vf_iters=5)
     algo = config.build_algo()
@@ -75,7 +35,7 @@ def test_cartpole_every_update_within_trust_region_and_return_rises(ray_local):
         returns, successes = [], []
         for _ in range(5):
             result = algo.train()
-            lr = _check_update(result, config.kl_radius)
+            lr = check_trpo_update(result, config.kl_radius)
             successes.append(float(lr["line_search_success"]))
             returns.append(result["env_runners"]["episode_return_mean"])
         assert sum(successes) >= 4, successes
@@ -101,7 +61,7 @@ def test_pendulum_two_remote_env_runners(ray_local):
         assert algo.env_runner_group.num_remote_workers() == 2
         for _ in range(3):
             result = algo.train()
-            _check_update(result, config.kl_radius)
+            check_trpo_update(result, config.kl_radius)
             assert result["env_runners"]["num_env_steps_sampled"] >= 1600
         # After the blocking sync, both runners hold the learner's policy weights exactly.
         learner_state = _learner_module_state(algo)
@@ -123,7 +83,7 @@ def test_forced_line_search_failure_leaves_policy_bit_identical(ray_local):
     try:
         before = _learner_module_state(algo)
         for _ in range(2):
-            lr = _check_update(algo.train(), config.kl_radius)
+            lr = check_trpo_update(algo.train(), config.kl_radius)
             assert float(lr["line_search_success"]) == 0.0
             assert float(lr["line_search_backtracks"]) == config.line_search_max_steps
             assert float(lr["expected_improvement"]) > 0.0
