@@ -336,6 +336,16 @@ class _StageTracker:
             self.last_return = r
 
 
+def _train_iteration(algo, tracker: _StageTracker, score: float, **labels: Any) -> tuple[dict[str, Any], float]:
+    """One ``algo.train()``, flattened and labelled; ``score`` carries the last finite return."""
+    result = algo.train()
+    m = _flat_metrics(result)
+    tracker.add(m.get("episode_return_mean"))
+    score = tracker.last_return if tracker.last_return is not None else score
+    m.update(score=score, time_this_iter_s=float(result.get("time_this_iter_s", 0.0)), **labels)
+    return m, score
+
+
 def _write_state(ckpt_dir: Path, state: dict[str, Any]) -> None:
     (ckpt_dir / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
 
@@ -374,6 +384,7 @@ def run_two_stage(
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     node = _node_id()
+    labels: dict[str, Any] = {"node_id": node, "pid": os.getpid()}  # on every reported iteration
     # The learner runs in this process with 64x64 nets: extra torch threads only contend with the
     # samplers (one 2048-step TRPO update took 7.4 s with 2 threads vs 0.33 s with 1 on 2 cores).
     import torch
@@ -408,9 +419,11 @@ def run_two_stage(
         obs, ref_out = reference["obs"], reference["action_dist_inputs"]
         stage1_summary = state["stage1"]
         stage1_algo_name = stage1_summary["stage1_algorithm"]
+        labels["stage1_algorithm"] = stage1_algo_name
         score = stage1_summary["trpo_final_return"] if stage1_summary["trpo_final_return"] is not None else score
     else:
         config1, stage1_algo_name = build_stage1_config(s, data)
+        labels["stage1_algorithm"] = stage1_algo_name
         t0 = time.perf_counter()
         algo1 = config1.build_algo()
         try:
@@ -422,12 +435,7 @@ def run_two_stage(
             w_start = handoff.policy_weights(algo1)
             tracker = _StageTracker()
             for it in range(1, s["trpo_iters"] + 1):
-                result = algo1.train()
-                m = _flat_metrics(result)
-                tracker.add(m.get("episode_return_mean"))
-                score = tracker.last_return if tracker.last_return is not None else score
-                m.update(stage="trpo", score=score, stage_iteration=it, stage1_algorithm=stage1_algo_name, node_id=node, pid=os.getpid(),
-                         time_this_iter_s=float(result.get("time_this_iter_s", 0.0)))
+                m, score = _train_iteration(algo1, tracker, score, stage="trpo", stage_iteration=it, **labels)
                 if it == s["trpo_iters"]:
                     wall1 = time.perf_counter() - t0
                     ref_out = handoff.learner_action_dist_inputs(algo1, obs)
@@ -465,13 +473,8 @@ def run_two_stage(
         w_start = handoff.policy_weights(algo2)
         tracker = _StageTracker()
         for it in range(1, s["ppo_iters"] + 1):
-            result = algo2.train()
-            m = _flat_metrics(result)
-            tracker.add(m.get("episode_return_mean"))
-            score = tracker.last_return if tracker.last_return is not None else score
-            m.update(stage="ppo", score=score, stage_iteration=it, stage1_algorithm=stage1_algo_name, node_id=node, pid=os.getpid(),
-                     time_this_iter_s=float(result.get("time_this_iter_s", 0.0)),
-                     handoff_max_abs_diff=measured["handoff_max_abs_diff"])
+            m, score = _train_iteration(algo2, tracker, score, stage="ppo", stage_iteration=it,
+                                        handoff_max_abs_diff=measured["handoff_max_abs_diff"], **labels)
             if it == s["ppo_iters"]:
                 w_end = handoff.policy_weights(algo2)
                 summary = {
