@@ -63,10 +63,12 @@ def rllib_runner_rates(dataset, num_envs: int, steps: int) -> dict[str, float]:
     import torch
     from ray.rllib.algorithms.ppo import PPOConfig
 
+    from experiments.ray_runtime import start_local_ray
+
     # Remote runners get OMP_NUM_THREADS=1 from Ray; match that here. Two intra-op threads on a
     # busy 2-core machine spin against other processes and made sampling ~10x slower.
     torch.set_num_threads(1)
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    start_local_ray(num_cpus=2)
     rates = {}
     try:
         ref = ray.put(dataset)

@@ -401,13 +401,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not ray.is_initialized():
-        ray.init(
-            num_cpus=2,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            log_to_driver=False,
-            configure_logging=False,
-        )
+        from experiments.ray_runtime import start_local_ray
+
+        start_local_ray(num_cpus=2, configure_logging=False)
 
     dataset = data_ref = None
     if "cellstate" in args.envs:

@@ -165,14 +165,13 @@ def init_ray(args) -> None:
     address = check_address(getattr(args, "address", None))
     if ray.is_initialized():
         return
-    kwargs: dict[str, Any] = dict(log_to_driver=not args.quiet, configure_logging=True)
     if address is None:
-        # A fresh single-machine Ray listens on loopback only; clusters are joined with --address.
-        kwargs.update(num_cpus=args.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
-    else:
-        kwargs["address"] = address
+        from experiments.ray_runtime import start_local_ray
+
+        start_local_ray(num_cpus=args.num_cpus, log_to_driver=not args.quiet)
+        return
     try:
-        ray.init(**kwargs)
+        ray.init(address=address, log_to_driver=not args.quiet)
     except ConnectionError as exc:
         raise UsageError(f"Could not connect to a Ray cluster at {address!r}: {exc}") from exc
 

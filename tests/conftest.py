@@ -18,13 +18,9 @@ def ray_local():
 
     started = False
     if not ray.is_initialized():
-        ray.init(
-            num_cpus=2,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            log_to_driver=False,
-            configure_logging=False,
-        )
+        from experiments.ray_runtime import start_local_ray
+
+        start_local_ray(num_cpus=2, configure_logging=False)
         started = True
     yield ray
     if started:
