@@ -379,7 +379,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--pendulum-steps", type=int, default=100_000, help="env steps per Pendulum run")
     parser.add_argument("--cellstate-steps", type=int, default=50_000, help="env steps per CellState run")
-    parser.add_argument("--libs", nargs="+", default=["rllib_trpo", "sb3_contrib_trpo"])
+    parser.add_argument("--libs", nargs="+", default=["rllib_trpo", "sb3_contrib_trpo"],
+                        choices=["rllib_trpo", "sb3_contrib_trpo"])
     parser.add_argument("--no-learner-timing", action="store_true")
     parser.add_argument("--timing-repeats", type=int, default=5)
     parser.add_argument(
