@@ -12,6 +12,7 @@ mixture) has a closed form: ``-grad U(z) = -sum_k r_k(z) P_k (z - mu_k)`` with r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy.special import logsumexp
@@ -75,9 +76,13 @@ class CellLandscape:
         """Per-component log weighted densities (n, K) and whitened offsets y = L^T (z - mu) (n, K, d)."""
         diff = z[:, None, :] - self.means[None, :, :]
         whitened = np.einsum("nkd,kde->nke", diff, self.precision_cholesky)
+        return -0.5 * (whitened**2).sum(axis=2) + self._log_normalizers, whitened
+
+    @cached_property
+    def _log_normalizers(self) -> np.ndarray:
+        # Constant per component; computed once, since gradient() runs on every env step.
         log_det = np.log(np.abs(np.diagonal(self.precision_cholesky, axis1=1, axis2=2))).sum(axis=1)
-        log_prob = -0.5 * (whitened**2).sum(axis=2) + log_det - 0.5 * self.dim * _LOG_2PI + np.log(self.weights)
-        return log_prob, whitened
+        return log_det - 0.5 * self.dim * _LOG_2PI + np.log(self.weights)
 
     def potential(self, z: np.ndarray) -> np.ndarray:
         """U(z) = -log density, for z of shape (n, d) or (d,)."""
