@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -63,7 +62,7 @@ def rllib_runner_rates(dataset, num_envs: int, steps: int) -> dict[str, float]:
     import torch
     from ray.rllib.algorithms.ppo import PPOConfig
 
-    from experiments.ray_runtime import start_local_ray
+    from experiments.training.ray_runtime import start_local_ray
 
     # Remote runners get OMP_NUM_THREADS=1 from Ray; match that here. Two intra-op threads on a
     # busy 2-core machine spin against other processes and made sampling ~10x slower.

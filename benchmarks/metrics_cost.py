@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments import metrics as M  # noqa: E402
+from experiments.evaluation import metrics as M  # noqa: E402
 
 BUDGET_S = 2.0
 

@@ -402,7 +402,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not ray.is_initialized():
-        from experiments.ray_runtime import start_local_ray
+        from experiments.training.ray_runtime import start_local_ray
 
         start_local_ray(num_cpus=2, configure_logging=False)
 

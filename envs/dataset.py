@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from envs.landscape import CellLandscape
-from envs.pairing import ot_pairs
+from envs.pairing import ot_pairs_between
 from envs.perturbation_features import PerturbationFeaturizer
 from envs.preprocessing import LatentSpace, Modality, preprocess
 from envs.splits import Split, SplitKind, make_split
@@ -152,7 +152,7 @@ def load_dataset(path: str | Path) -> PreparedDataset:
     if not (path / _ARRAYS).exists() or not (path / _META).exists():
         raise DataValidationError(
             f"'{path}' is not a prepared dataset directory (expected {_ARRAYS} and {_META}); "
-            "create one with `waddington prepare` or `prepare_dataset(...).save(path)`."
+            "create one with `envs.prepare_dataset(...).save(path)`."
         )
     meta = json.loads((path / _META).read_text())
     with np.load(path / _ARRAYS, allow_pickle=False) as stored:
@@ -302,8 +302,7 @@ def prepare_dataset(
     pairs = {}
     for name in sorted(set(labels[cell_split.train]) - {control_value}):
         target_rows = np.flatnonzero((labels == name) & cell_split.train)
-        local = ot_pairs(latent[control_rows], latent[target_rows], max_cells=max_pair_cells, rng=rng)
-        pairs[name] = np.column_stack([control_rows[local[:, 0].astype(int)], target_rows[local[:, 1].astype(int)], local[:, 2]])
+        pairs[name] = ot_pairs_between(latent, control_rows, target_rows, max_cells=max_pair_cells, rng=rng)
     log(f"OT pairings for {len(pairs)} training perturbations")
     return PreparedDataset(
         latent=latent,

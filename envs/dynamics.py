@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from envs.dataset import PreparedDataset
-from envs.pairing import ot_pairs
+from envs.pairing import ot_pairs_between
 
 __all__ = ["DynamicsConfig", "CellStateDynamics"]
 
@@ -79,8 +79,7 @@ class CellStateDynamics:
         targets = self.dataset.cell_indices(name, cells)
         if len(targets) == 0:
             targets = self.dataset.cell_indices(name, "all")
-        local = ot_pairs(self.dataset.latent[controls], self.dataset.latent[targets], rng=np.random.default_rng(0))
-        return np.column_stack([controls[local[:, 0].astype(int)], targets[local[:, 1].astype(int)], local[:, 2]])
+        return ot_pairs_between(self.dataset.latent, controls, targets, rng=np.random.default_rng(0))
 
     def observation_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         high = np.concatenate(
@@ -116,7 +115,10 @@ class CellStateDynamics:
         return progress - self.config.action_cost * energy
 
     def observe(self, z: np.ndarray, start: np.ndarray, perturbation: np.ndarray, t: np.ndarray) -> np.ndarray:
-        remaining = 1.0 - t / self.config.horizon
-        return np.concatenate(
-            [z, start, self.features[perturbation], remaining[:, None]], axis=1
-        ).astype(np.float32)
+        """Observations of cells at ``z`` that started at ``start``, under perturbation ids, at steps ``t``."""
+        return self.observe_features(z, start, self.features[perturbation], t)
+
+    def observe_features(self, z: np.ndarray, start: np.ndarray, features: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """:meth:`observe` with the perturbation given by its feature rows (any perturbation, seen or not)."""
+        remaining = 1.0 - np.asarray(t, dtype=np.float64) / self.config.horizon
+        return np.concatenate([z, start, features, remaining[:, None]], axis=1).astype(np.float32)

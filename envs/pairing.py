@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import ot
 
-__all__ = ["ot_pairs"]
+__all__ = ["ot_pairs", "ot_pairs_between"]
 
 
 def ot_pairs(
@@ -50,3 +50,23 @@ def ot_pairs(
     i, j = np.nonzero(plan > 0)
     weight = plan[i, j]
     return np.column_stack([source_rows[i], target_rows[j], weight / weight.sum()])
+
+
+def ot_pairs_between(
+    latent: np.ndarray,
+    source_rows: np.ndarray,
+    target_rows: np.ndarray,
+    *,
+    max_cells: int = 1000,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """:func:`ot_pairs` between two row sets of one latent array, indexed by rows of that array.
+
+    Returns
+    -------
+    Array (k, 3) of ``[source row, target row, weight]`` (rows of ``latent``), weights summing to 1.
+    """
+    local = ot_pairs(latent[source_rows], latent[target_rows], max_cells=max_cells, rng=rng)
+    return np.column_stack(
+        [source_rows[local[:, 0].astype(int)], target_rows[local[:, 1].astype(int)], local[:, 2]]
+    )

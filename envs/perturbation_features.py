@@ -30,9 +30,6 @@ class PerturbationFeaturizer:
     def dim(self) -> int:
         return self.components.shape[0] + 1 + len(self.fallback)
 
-    def in_panel(self, perturbation: str) -> bool:
-        return str(perturbation) in self.gene_index
-
     def __call__(self, perturbation: str) -> np.ndarray:
         """Feature vector (float32) of one perturbation."""
         n_latent = self.components.shape[0]

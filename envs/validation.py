@@ -157,6 +157,6 @@ def validate_perturbation_data(
         hint = f"Layers present: {sorted(adata.layers.keys())}. " if len(adata.layers) else ""
         raise DataValidationError(
             "The expression matrix does not hold raw counts (non-integer values found); this recipe "
-            f"normalizes counts itself. {hint}Pass layer=<raw-count layer>, or require_counts=False "
-            "if the data are already normalized counts."
+            f"normalizes counts itself. {hint}Pass layer=<name of the raw-count layer> to prepare_dataset "
+            "if the raw counts are kept in a layer."
         )

@@ -7,7 +7,7 @@ import subprocess
 
 import yaml
 
-from pipeline_helpers import WADDINGTON, REPO, subprocess_env, tiny_dataset, tiny_settings
+from helpers import WADDINGTON, REPO, subprocess_env, tiny_dataset, tiny_settings
 
 
 def test_train_writes_summary(tmp_path):

@@ -7,7 +7,7 @@ import copy
 import pytest
 import yaml
 
-from pipeline_helpers import REPO
+from helpers import REPO
 
 
 @pytest.fixture(scope="module")

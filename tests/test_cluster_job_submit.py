@@ -12,13 +12,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from pipeline_helpers import REPO, tiny_dataset, tiny_settings
+from helpers import REPO, tiny_dataset, tiny_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -6,11 +6,10 @@ The prepared dataset goes into Ray's object store once; runners receive only the
 from __future__ import annotations
 
 import gymnasium as gym
-import numpy as np
 import pytest
 
 import envs
-from tests.conftest import KANG, PAPALEXI, require_file
+from helpers import KANG, PAPALEXI, require_file
 
 REAL_SETS = {
     "papalexi": (PAPALEXI, {"perturbation_key": "perturbation_confident", "control_value": "non-targeting",

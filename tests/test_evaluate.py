@@ -8,7 +8,7 @@ import functools
 import numpy as np
 import pytest
 
-from conftest import tiny_counts_adata
+from helpers import tiny_counts_adata
 
 DELTA_METRICS = ("delta_pearson_all", "delta_pearson_top20", "delta_mse_all", "delta_mse_top20")
 
@@ -35,8 +35,8 @@ def _tiny(split: str = "cells", holdout: tuple = (), group: bool = False):
 
 def test_do_nothing_policy_scores_exactly_like_control_mean(synthetic_dataset):
     """A policy whose cells end where they started is the control-mean baseline, metric for metric."""
-    from experiments.baselines import control_mean, train_mean
-    from experiments.evaluate import evaluate_dataset, policy_predictor, start_rows
+    from experiments.evaluation.baselines import control_mean, train_mean
+    from experiments.evaluation.evaluate import evaluate_dataset, policy_predictor, start_rows
 
     _zero_policy.action_dim = synthetic_dataset.n_latent
     methods = {"control-mean": control_mean, "do-nothing policy": policy_predictor(_zero_policy),
@@ -67,7 +67,7 @@ def test_do_nothing_policy_scores_exactly_like_control_mean(synthetic_dataset):
 
 
 def test_baselines_match_hand_computed_deltas():
-    from experiments.baselines import EvalContext, make_dynamics, perturbation_mean, ridge, train_mean, training_deltas
+    from experiments.evaluation.baselines import EvalContext, make_dynamics, perturbation_mean, ridge, train_mean, training_deltas
 
     ds = _tiny()
     X = ds.expression.toarray().astype(np.float64)
@@ -94,7 +94,7 @@ def test_baselines_match_hand_computed_deltas():
 
 
 def test_heldout_perturbation_split_scores_only_unseen_ones_without_their_training_mean():
-    from experiments.evaluate import evaluate_dataset
+    from experiments.evaluation.evaluate import evaluate_dataset
 
     ds = _tiny("perturbations", ("B",))
     result = evaluate_dataset(ds, seed=0, n_pcs=5)
@@ -107,8 +107,8 @@ def test_heldout_perturbation_split_scores_only_unseen_ones_without_their_traini
 
 
 def test_group_split_predicts_the_group_from_its_own_controls():
-    from experiments.baselines import training_deltas
-    from experiments.evaluate import evaluate_dataset, start_rows
+    from experiments.evaluation.baselines import training_deltas
+    from experiments.evaluation.evaluate import evaluate_dataset, start_rows
 
     ds = _tiny("group", ("T",), group=True)
     rows = start_rows(ds, max_cells=10_000, seed=0)
@@ -129,10 +129,10 @@ def test_group_split_predicts_the_group_from_its_own_controls():
 def test_trpo_ppo_beats_control_and_train_mean_on_synthetic_heldout_cells(ray_local, synthetic_dataset, tmp_path):
     """Known-truth synthetic default, held-out cells: a short TRPO -> PPO run must beat both shortcuts."""
     import envs  # noqa: F401
-    from experiments.baselines import control_mean, train_mean
-    from experiments.evaluate import evaluate_dataset, policy_predictor
-    from experiments.policies import find_stage_checkpoints, load_policy
-    from experiments.two_stage import run_two_stage
+    from experiments.evaluation.baselines import control_mean, train_mean
+    from experiments.evaluation.evaluate import evaluate_dataset, policy_predictor
+    from experiments.evaluation.checkpoints import find_stage_checkpoints, load_policy
+    from experiments.training.two_stage import run_two_stage
 
     settings = dict(trpo_iters=5, ppo_iters=5, train_batch_size=1024, num_envs_per_env_runner=16,
                     ppo_minibatch_size=256, ppo_num_epochs=5, num_env_runners=0, handoff_num_obs=64, seed=0)

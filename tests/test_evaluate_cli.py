@@ -9,8 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import tiny_counts_adata
-from pipeline_helpers import REPO, WADDINGTON, subprocess_env, tiny_settings
+from helpers import REPO, WADDINGTON, subprocess_env, tiny_counts_adata, tiny_settings
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +106,7 @@ def test_baselines_only_writes_rows_report_and_pngs(tiny_h5ad, tmp_path, capsys)
 def test_scores_the_checkpoints_of_a_train_run(ray_local, tmp_path, capsys):
     """A run dir laid out like `waddington train -o DIR`: TRPO-only and TRPO->PPO rows appear."""
     import envs
-    from experiments.two_stage import run_two_stage
+    from experiments.training.two_stage import run_two_stage
 
     adata = envs.make_synthetic_perturbation_data(n_perturbations=3, n_control_cells=200,
                                                   n_cells_per_perturbation=80, n_genes=60, seed=0)
@@ -125,3 +124,44 @@ def test_scores_the_checkpoints_of_a_train_run(ray_local, tmp_path, capsys):
     assert {"TRPO-only", "TRPO->PPO", "control-mean", "train-mean"} <= methods
     assert {r["split"] for r in rows} == {"held-out cells"}
     assert "TRPO -> PPO vs the train-mean baseline" in (out / "report.md").read_text()
+
+
+def test_malformed_config_yaml_is_one_clear_error(tmp_path, capsys):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("trpo_iters: [1, 2\nppo_iters: 3\n")
+    rc, _, err = _evaluate(["--config", cfg, "-o", tmp_path / "out"], capsys)
+    assert rc == 2 and err.startswith("waddington evaluate: error: ") and "is not valid YAML" in err, err
+    assert "Traceback" not in err
+
+
+def test_config_yaml_data_keys_are_honoured_and_the_command_is_recorded(tiny_h5ad, tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data: {tiny_h5ad}\nperturbation_key: perturbation\ncontrol_value: ctrl\n")
+    out = tmp_path / "out"
+    argv = ["evaluate", "--config", str(cfg), "--no-rl", "-q", "--max-start-cells", "50", "-o", str(out)]
+    from experiments.cli import main
+
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    payload = json.loads((out / "metrics.json").read_text())
+    assert payload["command"] == "waddington " + " ".join(argv)
+    assert {r["split"] for r in payload["rows"]} == {"held-out cells"}
+
+
+def test_top_k_score_keys_name_k(tiny_h5ad):
+    import envs
+    from experiments.evaluation import metrics as M
+    from experiments.evaluation.baselines import train_mean
+    from experiments.evaluation.evaluate import build_context, observed_trajectory, score_prediction
+
+    ds = envs.prepare_dataset(str(tiny_h5ad), perturbation_key="perturbation", control_value="ctrl", n_latent=4)
+    context = build_context(ds, max_start_cells=40)
+    prediction = train_mean(context, "A", np.random.default_rng(0))
+    X_ctrl = context.start_expression("A")
+    X_obs = ds.expression[ds.cell_indices("A", "test")].toarray()
+    pca = M.fixed_pca(X_ctrl, 3)
+    traj = observed_trajectory(pca.transform(X_ctrl), pca.transform(X_obs), n_bins=5)
+    scores = score_prediction(prediction, X_ctrl, X_obs, pca=pca, observed_traj_pc=traj, k=5)
+    assert {"delta_pearson_top5", "delta_mse_top5"} <= set(scores)
+    assert not {"delta_pearson_top20", "delta_mse_top20"} & set(scores)

@@ -11,8 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import KANG, PAPALEXI, require_file
-from pipeline_helpers import REPO, WADDINGTON, subprocess_env
+from helpers import KANG, PAPALEXI, REPO, WADDINGTON, require_file, subprocess_env
 
 PAPALEXI_ARGS = ["--perturbation-key", "perturbation_confident", "--control-value", "non-targeting",
                  "--ignore", "unassigned"]

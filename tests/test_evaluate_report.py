@@ -13,7 +13,7 @@ def _rows(values: dict[str, list[float]], metric: str = "delta_mse_top20", split
 
 
 def test_ci_is_the_t_interval_of_the_seed_means():
-    from experiments.report import summarize
+    from experiments.evaluation.report import summarize
 
     vals = [0.3, 0.5, 0.4, 0.9, 0.2]
     got = summarize(_rows({"ridge": vals}))[("held-out cells", "ridge", "delta_mse_top20")]
@@ -24,7 +24,7 @@ def test_ci_is_the_t_interval_of_the_seed_means():
 
 
 def test_best_per_column_and_plain_verdicts():
-    from experiments.report import render_report
+    from experiments.evaluation.report import render_report
 
     rows = _rows({
         "control-mean": [3.0, 3.1, 2.9],

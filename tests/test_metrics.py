@@ -1,4 +1,4 @@
-"""Tests for experiments.metrics: every metric cross-checked against an independent computation.
+"""Tests for experiments.evaluation.metrics: every metric cross-checked against an independent computation.
 
 Tiny generated data only; the whole file runs in a few seconds (most of it tslearn's first
 numba compile).
@@ -16,7 +16,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 from scipy.stats import energy_distance, pearsonr, ttest_ind
 
-from experiments import metrics as M
+from experiments.evaluation import metrics as M
 
 
 @pytest.fixture

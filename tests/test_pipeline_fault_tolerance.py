@@ -8,14 +8,14 @@ import signal
 import threading
 import time
 
-import pytest
 
-from pipeline_helpers import tiny_dataset, tiny_settings
+from helpers import tiny_dataset, tiny_settings
 
 
 def test_killed_env_runner_is_restarted(ray_local):
     import envs  # noqa: F401
-    from experiments.two_stage import build_stage2_config, resolve_settings
+    from experiments.training.algorithm_configs import build_stage2_config
+    from experiments.training.settings import resolve_settings
 
     s = resolve_settings(tiny_settings(num_env_runners=2))
     algo = build_stage2_config(s, None, ray_local.put(tiny_dataset())).build_algo()
@@ -46,10 +46,10 @@ def test_killed_env_runner_is_restarted(ray_local):
 def test_tune_retries_a_killed_trial(ray_local, tmp_path):
     """SIGKILL the trial's process mid-run: FailureConfig retries it from its latest stage checkpoint."""
     import envs  # noqa: F401
-    from experiments.sweep import run_sweep
-    from experiments.two_stage import resolve_settings
+    from experiments.training.sweep import run_sweep
+    from experiments.training.settings import resolve_settings
 
-    s = resolve_settings(tiny_settings(ppo_iters=25))
+    s = resolve_settings(tiny_settings(ppo_iters=60))
     exp_dir = tmp_path / "sweep"
     killed = {}
 
@@ -62,19 +62,25 @@ def test_tune_retries_a_killed_trial(ray_local, tmp_path):
         return [p for p in psutil.Process(raylet).children(recursive=True)
                 if "ImplicitFunc" in " ".join(p.cmdline())]
 
+    def ppo_has_started() -> bool:
+        """Tune recorded a PPO iteration: the stage-1 checkpoint is registered and stage 2 is running."""
+        for f in exp_dir.glob("*/result.json"):
+            if any(json.loads(x).get("stage") == "ppo" for x in f.read_text().splitlines() if x.strip()):
+                return True
+        return False
+
     def killer():
+        # Kill on an event (the first PPO report), not after a fixed sleep: with 60 PPO iterations
+        # left the trial is still running on any machine speed.
         deadline = time.time() + 240
         while time.time() < deadline and not killed:
-            # the stage-1 checkpoint is persisted by the trial itself the moment TRPO ends
-            if list(exp_dir.glob("*/checkpoint_000000/state.json")):
-                # let Tune finish registering the checkpoint (the report returns), PPO is being built
-                time.sleep(3.0)
+            if ppo_has_started():
                 procs = trial_processes()
                 if procs:
                     killed["pid"] = procs[0].pid
                     os.kill(killed["pid"], signal.SIGKILL)
                     return
-            time.sleep(0.1)
+            time.sleep(0.05)
 
     t = threading.Thread(target=killer, daemon=True)
     t.start()
@@ -86,7 +92,7 @@ def test_tune_retries_a_killed_trial(ray_local, tmp_path):
     assert result.error is None
     rows = [json.loads(x) for f in exp_dir.glob("*/result.json") for x in f.read_text().splitlines() if x.strip()]
     final = rows[-1]
-    assert final["stage"] == "ppo" and final["stage_iteration"] == 25 and final["pid"] != killed["pid"]
+    assert final["stage"] == "ppo" and final["stage_iteration"] == 60 and final["pid"] != killed["pid"]
     # the retry resumed after TRPO (from the stage-1 checkpoint): no TRPO iteration ran in the new process
     assert not [r for r in rows if r["pid"] != killed["pid"] and r["stage"] == "trpo"]
     assert final["handoff_max_abs_diff"] <= 1e-6 and final["ppo_weight_change_l2"] > 0

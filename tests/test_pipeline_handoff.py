@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline_helpers import tiny_dataset, tiny_settings
+from helpers import tiny_dataset, tiny_settings
 
 
 @pytest.fixture(scope="module")
 def two_stage_run(ray_local, tmp_path_factory):
     import envs  # noqa: F401
-    from experiments.two_stage import run_two_stage
+    from experiments.training.two_stage import run_two_stage
 
     work = tmp_path_factory.mktemp("handoff")
     data = ray_local.put(tiny_dataset())
@@ -20,14 +20,11 @@ def two_stage_run(ray_local, tmp_path_factory):
 
 
 def test_handoff_is_exact_on_every_sampler_and_ppo_trains(two_stage_run):
-    from experiments.two_stage import trpo_available
-
     metrics, _ = two_stage_run
     assert [m["stage"] for m in metrics] == ["trpo", "trpo", "ppo", "ppo"]
     assert [m["stage_iteration"] for m in metrics] == [1, 2, 1, 2]
     final = metrics[-1]
-    if trpo_available():
-        assert final["stage1_algorithm"] == "trpo"
+    assert final["stage1_algorithm"] == "trpo"
     # learner + both remote env runners were compared with TRPO's final policy
     assert final["handoff_num_samplers_checked"] == 2
     assert final["handoff_max_abs_diff"] <= 1e-6
@@ -45,8 +42,9 @@ def test_handoff_is_exact_on_every_sampler_and_ppo_trains(two_stage_run):
 
 def test_measurement_detects_a_missing_handoff(two_stage_run):
     """Negative control: PPO built *without* TRPO's weights differs clearly on the same observations."""
-    from experiments import handoff
-    from experiments.two_stage import build_stage2_config, resolve_settings
+    from algorithms import handoff
+    from experiments.training.algorithm_configs import build_stage2_config
+    from experiments.training.settings import resolve_settings
 
     metrics, data = two_stage_run
     ref = np.load(f"{metrics[1]['checkpoint_dir']}/handoff_reference.npz")
@@ -57,3 +55,28 @@ def test_measurement_detects_a_missing_handoff(two_stage_run):
     finally:
         algo.stop()
     assert measured["handoff_max_abs_diff"] > 1e-3
+
+
+def test_a_broken_trpo_import_fails_loudly(monkeypatch):
+    """Stage 1 never silently becomes PPO: a failing ``algorithms.trpo`` import raises."""
+    import sys
+
+    from experiments.training.algorithm_configs import build_stage1_config
+    from experiments.training.settings import resolve_settings
+
+    monkeypatch.setitem(sys.modules, "algorithms.trpo", None)  # makes `import algorithms.trpo` raise
+    with pytest.raises(ImportError):
+        build_stage1_config(resolve_settings(tiny_settings()))
+    _, algorithm = build_stage1_config(resolve_settings(tiny_settings(stage1_algo="ppo")))
+    assert algorithm == "ppo"  # the stand-in only when asked for
+
+
+def test_stage1_summary_names_what_ran():
+    from experiments.training.two_stage import StageProgress, stage1_summary
+
+    progress = StageProgress(score=1.0, returns=[0.5, 1.0], weight_change_l2=2.0, env_steps=512.0, wall_s=3.0)
+    trpo = stage1_summary("trpo", progress)
+    assert trpo["stage1_final_return"] == trpo["trpo_final_return"] == 1.0
+    ppo = stage1_summary("ppo", progress)
+    assert ppo["stage1_final_return"] == 1.0 and ppo["stage1_algorithm"] == "ppo"
+    assert not [key for key in ppo if key.startswith("trpo_")]

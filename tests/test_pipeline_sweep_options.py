@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline_helpers import tiny_dataset, tiny_settings
+from helpers import tiny_dataset, tiny_settings
 
 
 def test_trial_resources_fit_a_two_cpu_machine():
-    from experiments.sweep import SweepError, check_resources
-    from experiments.two_stage import resolve_settings
+    from experiments.training.sweep import SweepError, check_resources
+    from experiments.training.settings import resolve_settings
 
     s = resolve_settings(tiny_settings())
     pgf = check_resources(s, {"CPU": 2.0})
@@ -23,7 +23,7 @@ def test_trial_resources_fit_a_two_cpu_machine():
 
 
 def test_grid_validation():
-    from experiments.sweep import SweepError, validate_grid
+    from experiments.training.sweep import SweepError, validate_grid
 
     assert validate_grid([0.01, 0.02], [0.1]) == ([0.01, 0.02], [0.1])
     for kl, clip in [([0.0], [0.2]), ([0.01], [1.0]), ([0.01], [0.0]), ([], [0.2]), ([float("nan")], [0.2])]:
@@ -34,8 +34,8 @@ def test_grid_validation():
 def test_optuna_searcher_with_asha(ray_local, tmp_path):
     pytest.importorskip("optuna")
     import envs  # noqa: F401
-    from experiments.sweep import run_sweep, summarize
-    from experiments.two_stage import resolve_settings
+    from experiments.training.sweep import run_sweep, summarize
+    from experiments.training.settings import resolve_settings
 
     s = resolve_settings(tiny_settings(trpo_iters=1, ppo_iters=2))
     results = run_sweep(s, kl_radii=[0.005, 0.02], clips=[0.1, 0.3], storage_path=tmp_path, name="optuna",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline_helpers import WADDINGTON, REPO, subprocess_env, tiny_dataset, tiny_settings
+from helpers import WADDINGTON, REPO, subprocess_env, tiny_dataset, tiny_settings
 
 
 def _trial_results(exp_dir: Path) -> dict[str, list[dict]]:

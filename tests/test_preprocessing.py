@@ -7,7 +7,7 @@ import scanpy as sc
 import scipy.sparse as sp
 
 from envs.preprocessing import preprocess
-from tests.conftest import tiny_counts_adata
+from helpers import tiny_counts_adata
 
 
 def test_rna_latent_matches_scanpy_pca_and_decodes_back():

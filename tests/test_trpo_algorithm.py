@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
-import pytest
 import torch
 
 from algorithms.trpo import TRPOConfig
-from tests.trpo_checks import MODULE, check_trpo_update
+from trpo_checks import MODULE, check_trpo_update
 
 def _cartpole_config(**training) -> TRPOConfig:
     return (

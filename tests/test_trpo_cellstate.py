@@ -5,10 +5,9 @@ from __future__ import annotations
 import gymnasium as gym
 import pytest
 
+import envs
 from algorithms.trpo import TRPOConfig
-from tests.trpo_checks import check_trpo_update
-
-envs = pytest.importorskip("envs")
+from trpo_checks import check_trpo_update
 
 
 @pytest.fixture(scope="module")

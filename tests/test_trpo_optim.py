@@ -181,14 +181,15 @@ def test_line_search_accepts_first_feasible_fraction():
         # KL grows quadratically with distance; surrogate improves linearly.
         d = get_flat_params(params) - theta0
         frac = (d @ step / (step @ step)).item()
-        return frac, 0.04 * frac**2
+        return frac, 0.03 * frac**2
 
     res = backtracking_line_search(
         params, step, evaluate, max_kl=0.01, max_steps=10, backtrack_ratio=0.5
     )
-    # 0.04 f^2 <= 0.01  <=>  f <= 0.5: fractions 1, 0.5 -> accepted after one backtrack.
+    # 0.03 f^2 <= 0.01  <=>  f <= 0.577: the boundary lies strictly between the fractions 1 and 0.5
+    # (KL 0.03 vs 0.0075), so float32 rounding cannot decide; accepted after one backtrack.
     assert res.success and res.backtracks == 1 and res.step_fraction == 0.5
-    assert res.kl == pytest.approx(0.01)
+    assert res.kl == pytest.approx(0.0075, rel=1e-5)
     assert torch.allclose(get_flat_params(params), theta0 + 0.5 * step)
 
 

@@ -52,6 +52,24 @@ SAMPLING_POLICY_KL_KEY = "sampling_policy_kl"
 VF_LOSS_BEFORE_KEY = "vf_loss_before"
 VF_EXPLAINED_VAR_KEY = "vf_explained_var"
 
+# TRPO's own keyword arguments of ``TRPOConfig.training`` (set when provided).
+_TRPO_TRAINING_ARGS = (
+    "lambda_",
+    "kl_radius",
+    "cg_iters",
+    "cg_damping",
+    "cg_residual_tol",
+    "line_search_max_steps",
+    "line_search_backtrack_ratio",
+    "line_search_accept_ratio",
+    "entropy_coeff",
+    "pi_output_init_gain",
+    "vf_lr",
+    "vf_iters",
+    "vf_minibatch_size",
+    "weights_sync_timeout_s",
+)
+
 
 class TRPOConfig(AlgorithmConfig):
     """Configuration for :class:`TRPO`.
@@ -179,58 +197,61 @@ class TRPOConfig(AlgorithmConfig):
             This updated config.
         """
         super().training(**kwargs)
-        for name, value in (
-            ("lambda_", lambda_),
-            ("kl_radius", kl_radius),
-            ("cg_iters", cg_iters),
-            ("cg_damping", cg_damping),
-            ("cg_residual_tol", cg_residual_tol),
-            ("line_search_max_steps", line_search_max_steps),
-            ("line_search_backtrack_ratio", line_search_backtrack_ratio),
-            ("line_search_accept_ratio", line_search_accept_ratio),
-            ("entropy_coeff", entropy_coeff),
-            ("pi_output_init_gain", pi_output_init_gain),
-            ("vf_lr", vf_lr),
-            ("vf_iters", vf_iters),
-            ("vf_minibatch_size", vf_minibatch_size),
-            ("weights_sync_timeout_s", weights_sync_timeout_s),
-        ):
-            if value is not NotProvided:
-                setattr(self, name, value)
+        arguments = locals()
+        for name in _TRPO_TRAINING_ARGS:
+            if arguments[name] is not NotProvided:
+                setattr(self, name, arguments[name])
         return self
 
     @override(AlgorithmConfig)
     def validate(self) -> None:
         super().validate()
         self.validate_train_batch_size_vs_rollout_fragment_length()
+        # Order matters only for which error a config with several bad values raises.
+        self._validate_api_stack()
+        self._validate_step_sizes_and_counts()
+        self._validate_trust_region()
+        self._validate_objective_and_value_function()
+        self._validate_learners()
+        self._validate_batching()
+        self._validate_model()
 
+    def _check_positive_number(self, name: str) -> None:
+        """Raise unless ``self.<name>`` is a finite int/float (not a bool) > 0."""
+        value = getattr(self, name)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            self._value_error(f"`{name}` must be a finite number > 0, got {value!r}.")
+
+    def _check_positive_int(self, name: str) -> None:
+        """Raise unless ``self.<name>`` is an int (not a bool) >= 1."""
+        value = getattr(self, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            self._value_error(f"`{name}` must be an int >= 1, got {value!r}.")
+
+    def _validate_api_stack(self) -> None:
+        """TRPO runs on the new API stack (RLModule + Learner) only."""
         if not self.enable_rl_module_and_learner:
             self._value_error(
                 "TRPO runs on RLlib's new API stack only; "
                 "`enable_rl_module_and_learner` is False."
             )
 
-        def _positive_number(name: str) -> None:
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not math.isfinite(value)
-                or value <= 0
-            ):
-                self._value_error(f"`{name}` must be a finite number > 0, got {value!r}.")
+    def _validate_step_sizes_and_counts(self) -> None:
+        """KL radius, critic learning rate, CG tolerance and iteration counts are > 0."""
+        self._check_positive_number("kl_radius")
+        self._check_positive_number("vf_lr")
+        self._check_positive_number("cg_residual_tol")
+        self._check_positive_int("cg_iters")
+        self._check_positive_int("line_search_max_steps")
+        self._check_positive_int("vf_iters")
 
-        def _positive_int(name: str) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                self._value_error(f"`{name}` must be an int >= 1, got {value!r}.")
-
-        _positive_number("kl_radius")
-        _positive_number("vf_lr")
-        _positive_number("cg_residual_tol")
-        _positive_int("cg_iters")
-        _positive_int("line_search_max_steps")
-        _positive_int("vf_iters")
+    def _validate_trust_region(self) -> None:
+        """CG damping >= 0, backtrack ratio in (0, 1), line-search accept ratio >= 0."""
         if (
             not isinstance(self.cg_damping, (int, float))
             or not math.isfinite(self.cg_damping)
@@ -256,8 +277,11 @@ class TRPOConfig(AlgorithmConfig):
                 "`line_search_accept_ratio` must be a finite number >= 0, got "
                 f"{self.line_search_accept_ratio!r}."
             )
+
+    def _validate_objective_and_value_function(self) -> None:
+        """Critic minibatch size, GAE lambda, entropy bonus, policy output init gain."""
         if self.vf_minibatch_size is not None:
-            _positive_int("vf_minibatch_size")
+            self._check_positive_int("vf_minibatch_size")
         if not (0.0 <= self.lambda_ <= 1.0):
             self._value_error(f"`lambda_` must be in [0, 1], got {self.lambda_!r}.")
         if not isinstance(self.entropy_coeff, (int, float)) or self.entropy_coeff < 0:
@@ -273,7 +297,8 @@ class TRPOConfig(AlgorithmConfig):
                 f"{self.pi_output_init_gain!r}."
             )
 
-        # Settings TRPO cannot honour.
+    def _validate_learners(self) -> None:
+        """At most one learner: the Fisher system and line search are not all-reduced."""
         if self.num_learners > 1:
             self._value_error(
                 f"TRPO supports at most 1 learner, got num_learners={self.num_learners}:"
@@ -281,6 +306,9 @@ class TRPOConfig(AlgorithmConfig):
                 "shard (Fisher-vector products and the line search are not all-reduced "
                 "across learners), which is not TRPO."
             )
+
+    def _validate_batching(self) -> None:
+        """One epoch on the whole batch per update (no PPO-style epochs/minibatches)."""
         if self.num_epochs != 1:
             self._value_error(
                 f"`num_epochs` must be 1 for TRPO (one natural-gradient step per batch), "
@@ -291,6 +319,9 @@ class TRPOConfig(AlgorithmConfig):
                 f"`minibatch_size` must be None for TRPO (the policy step uses the whole "
                 f"batch), got {self.minibatch_size!r}; use `vf_minibatch_size`."
             )
+
+    def _validate_model(self) -> None:
+        """Separate policy and value networks, and no recurrent model."""
         model_config = self.model_config
         if model_config.get("vf_share_layers"):
             self._value_error(
@@ -322,8 +353,15 @@ class TRPO(Algorithm):
     def training_step(self) -> None:
         if not self.config.enable_env_runner_and_connector_v2:
             raise ValueError("TRPO runs on RLlib's new API stack only.")
+        # Sample -> one TRPO update -> blocking weight sync (as PPO's training_step).
+        episodes = self._sample_episodes()
+        if not episodes:
+            return
+        learner_results = self._update_learners(episodes)
+        self._sync_env_runner_weights(learner_results)
 
-        # 1) Sample with the current weights.
+    def _sample_episodes(self) -> list:
+        """Sample one train batch with the current weights (empty: nothing sampled)."""
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
             sample_kwargs = (
                 {"max_agent_steps": self.config.total_train_batch_size}
@@ -337,11 +375,12 @@ class TRPO(Algorithm):
                 _return_metrics=True,
                 **sample_kwargs,
             )
-            if not episodes:
-                return
-            self.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
+            if episodes:
+                self.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
+        return episodes
 
-        # 2) One TRPO update on the whole batch (no minibatching, one epoch).
+    def _update_learners(self, episodes: list) -> list:
+        """One TRPO update on the whole batch (no minibatching, one epoch)."""
         with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
             learner_results = self.learner_group.update(
                 episodes=episodes,
@@ -358,9 +397,11 @@ class TRPO(Algorithm):
                 minibatch_size=None,
             )
             self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+        return learner_results
 
-        # 3) Push the new weights to all env runners and wait for them, so the next
-        #    batch is sampled from exactly the policy the learner will start from.
+    def _sync_env_runner_weights(self, learner_results: list) -> None:
+        """Push the new weights to all env runners and wait until they confirm them."""
+        # So the next batch is sampled from exactly the policy the learner starts from.
         with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
             modules_to_update = set(learner_results[0].keys()) - {ALL_MODULES}
             self.env_runner_group.sync_weights(

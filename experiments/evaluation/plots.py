@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from envs.dataset import PreparedDataset
-from experiments.evaluate import HIGHER_IS_BETTER, EvaluationResult
-from experiments.metrics import top_k_de_genes
+from experiments.evaluation.evaluate import HIGHER_IS_BETTER, EvaluationResult
+from experiments.evaluation.metrics import top_k_de_genes
 
 __all__ = ["plot_landscape", "plot_delta_top_genes", "plot_metric_bars", "write_figures"]
 
@@ -113,7 +113,7 @@ def plot_metric_bars(
     metrics: Sequence[str] = ("delta_pearson_top20", "delta_mse_top20", "e_distance", "wasserstein2"),
 ) -> Path:
     """Per metric (and split), each method's mean with 95% CI error bars over seeds."""
-    from experiments.report import _methods, summarize
+    from experiments.evaluation.report import _methods, summarize
 
     plt = _plt()
     stats = summarize(rows)

@@ -1,4 +1,4 @@
-"""Trained policies for evaluation: find stage checkpoints in a run directory, load, act, train PPO-only.
+"""Trained policies for evaluation: find the stage checkpoints of a run directory and load their policies.
 
 A ``waddington train`` run directory holds ``checkpoints/stage1-*/`` (TRPO done) and
 ``checkpoints/stage2-*/`` (PPO done after TRPO), each with ``state.json`` and the full algorithm
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,6 @@ __all__ = [
     "CheckpointError",
     "find_stage_checkpoints",
     "load_policy",
-    "train_ppo_only",
 ]
 
 MODULE_SUBPATH = Path("learner_group") / "learner" / "rl_module" / "default_policy"
@@ -180,58 +178,3 @@ def load_policy(checkpoint_dir: str | os.PathLike) -> Callable[[np.ndarray], np.
 
     act.obs_dim = obs_dim  # type: ignore[attr-defined]
     return act
-
-
-def train_ppo_only(
-    settings: dict[str, Any],
-    *,
-    work_dir: str | os.PathLike,
-    data: Any = None,
-    iterations: int | None = None,
-) -> tuple[Path, dict[str, Any]]:
-    """The ablation: RLlib PPO from random initialisation for as many env steps as TRPO -> PPO.
-
-    Same settings, network and batch size as the two-stage run; ``iterations`` defaults to
-    ``trpo_iters + ppo_iters`` (equal total env steps, since both stages use
-    ``train_batch_size`` steps per iteration). Needs a running Ray.
-
-    Returns
-    -------
-    (checkpoint directory with ``algorithm/`` and ``state.json``, summary dict).
-    """
-    from experiments.two_stage import build_stage2_config, resolve_settings
-
-    s = resolve_settings(settings)
-    n_iter = int(iterations or (s["trpo_iters"] + s["ppo_iters"]))
-    work = Path(work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    algo = build_stage2_config(s, None, data).build_algo()
-    try:
-        returns = []
-        steps = None
-        for _ in range(n_iter):
-            result = algo.train()
-            runners = result.get("env_runners", {})
-            ret = runners.get("episode_return_mean")
-            if ret is not None and np.isfinite(ret):
-                returns.append(float(ret))
-            steps = runners.get("num_env_steps_sampled_lifetime", steps)
-        algo.save_to_path(str(work / "algorithm"))
-    finally:
-        algo.stop()
-    summary = {
-        "algorithm": "ppo",
-        "init": "random",
-        "iterations": n_iter,
-        "env_steps": float(steps) if steps is not None else None,
-        "final_return": returns[-1] if returns else None,
-        "returns": returns,
-        "wall_s": time.perf_counter() - t0,
-    }
-    from experiments.two_stage import _jsonable
-
-    (work / "state.json").write_text(
-        json.dumps({"stage_done": "ppo_only", "summary": summary, "settings": _jsonable(s)}, indent=2)
-    )
-    return work, summary

@@ -1,7 +1,7 @@
 """Honest evaluation: score every method on held-out cells in gene space, one row per number.
 
 For one prepared dataset (one split, one seed) :func:`evaluate_dataset` asks every method
-(:mod:`experiments.baselines` and the trained policies) to predict, for each evaluated
+(:mod:`experiments.evaluation.baselines` and the trained policies) to predict, for each evaluated
 perturbation, perturbed cells from the *start* control cells, and compares them with the observed
 held-out perturbed cells:
 
@@ -12,7 +12,7 @@ held-out perturbed cells:
   own control cells (training cells too: only its perturbed cells are held out);
 * observed cells: the *test* cells of the perturbation (``dataset.expression`` rows).
 
-Metrics (:mod:`experiments.metrics`), per perturbation, then averaged over perturbations:
+Metrics (:mod:`experiments.evaluation.metrics`), per perturbation, then averaged over perturbations:
 
 * ``delta_pearson_all``, ``delta_mse_all``, ``delta_pearson_top20``, ``delta_mse_top20``: the
   predicted vs observed mean change from the start controls, on all HVGs and on the 20 genes
@@ -24,7 +24,7 @@ Metrics (:mod:`experiments.metrics`), per perturbation, then averaged over pertu
   Observed trajectory: the start controls and the observed perturbed cells pooled, each given a
   pseudotime = its projection on the axis from the control mean to the perturbed mean (0 at the
   control mean, 1 at the perturbed mean), then averaged in ``horizon + 1`` equal-width pseudotime
-  bins (:func:`experiments.metrics.binned_mean_trajectory`). Simulated trajectory: the mean
+  bins (:func:`experiments.evaluation.metrics.binned_mean_trajectory`). Simulated trajectory: the mean
   predicted state at each of the ``horizon + 1`` steps (for the non-dynamic baselines a straight
   line from the start mean to the predicted mean).
 * ``paper_start_end`` (the seed paper's metric, mean |end - start| per latent dim): reported for
@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 
 from envs.dataset import PreparedDataset
-from experiments import metrics as M
-from experiments.baselines import (
+from experiments.evaluation import metrics as M
+from experiments.evaluation.baselines import (
     BASELINES,
     EvalContext,
     Prediction,
@@ -184,13 +184,13 @@ def score_prediction(
     k: int = 20,
     seed: int = 0,
 ) -> dict[str, float]:
-    """All metrics of one method on one perturbation (see the module docstring)."""
+    """All metrics of one method on one perturbation (see the module docstring); top-k keys name ``k``."""
     d = M.delta_metrics(X_ctrl, X_obs, prediction.cells, k=k)
     out = {
         "delta_pearson_all": d.pearson_all,
-        "delta_pearson_top20": d.pearson_top_k,
+        f"delta_pearson_top{k}": d.pearson_top_k,
         "delta_mse_all": d.mse_all,
-        "delta_mse_top20": d.mse_top_k,
+        f"delta_mse_top{k}": d.mse_top_k,
     }
     P_pc = np.asarray(pca.transform(prediction.cells), dtype=np.float64)
     O_pc = np.asarray(pca.transform(X_obs), dtype=np.float64)
@@ -214,7 +214,7 @@ def evaluate_dataset(
     keep_examples: int = 2,
     split_label: str | None = None,
 ) -> EvaluationResult:
-    """Score ``methods`` (default: :data:`experiments.baselines.BASELINES`) on ``dataset``.
+    """Score ``methods`` (default: :data:`experiments.evaluation.baselines.BASELINES`) on ``dataset``.
 
     Parameters
     ----------
@@ -260,7 +260,7 @@ def evaluate_dataset(
         )
         if p in example_names:
             examples[p] = {"_observed": X_obs, "_control": X_ctrl}
-        for m_index, (method, predict) in enumerate(methods.items()):
+        for method, predict in methods.items():
             # the same noise stream for every method on a perturbation: paired comparisons
             rng = np.random.default_rng([seed, p_index])
             try:

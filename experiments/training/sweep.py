@@ -1,6 +1,6 @@
 """KL radius x clip sweep of the two-stage run with Ray Tune, resumable after the driver dies.
 
-Each trial is one :func:`experiments.two_stage.two_stage_trainable` run: TRPO with ``kl_radius``,
+Each trial is one :func:`experiments.training.trainable.two_stage_trainable` run: TRPO with ``kl_radius``,
 then PPO with ``clip_param``, reporting every iteration with its stage and checkpointing at the
 end of each stage. The default search is the full grid; an Optuna searcher and an ASHA scheduler
 are optional. Trial resources are sized explicitly (PPO's default request, 3 CPUs, never starts on
@@ -19,7 +19,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from experiments.two_stage import SettingsError, trial_bundles, two_stage_trainable
+from experiments.training.algorithm_configs import trial_bundles
+from experiments.training.settings import TwoStageSettings
+from experiments.training.trainable import two_stage_trainable
 
 __all__ = [
     "SweepError",
@@ -64,12 +66,12 @@ def validate_grid(kl_radii, clips) -> tuple[list[float], list[float]]:
     return out[0], out[1]
 
 
-def build_param_space(settings: dict[str, Any], kl_radii, clips, *, searcher: str = "grid") -> dict[str, Any]:
-    """Tune param space: the base settings plus the two swept keys."""
+def build_param_space(settings: TwoStageSettings, kl_radii, clips, *, searcher: str = "grid") -> dict[str, Any]:
+    """Tune param space: the base settings plus the two swept keys (grid: each ``num_samples`` times)."""
     from ray import tune
 
     kl_radii, clips = validate_grid(kl_radii, clips)
-    space = {k: v for k, v in settings.items() if k not in ("kl_radius", "clip_param")}
+    space = {k: v for k, v in settings.to_dict().items() if k not in ("kl_radius", "clip_param")}
     if searcher == "grid":
         space["kl_radius"] = tune.grid_search(kl_radii)
         space["clip_param"] = tune.grid_search(clips)
@@ -83,7 +85,7 @@ def build_param_space(settings: dict[str, Any], kl_radii, clips, *, searcher: st
     return space
 
 
-def check_resources(settings: dict[str, Any], cluster: dict[str, float] | None = None, *, autoscaling: bool = False):
+def check_resources(settings: TwoStageSettings, cluster: dict[str, float] | None = None, *, autoscaling: bool = False):
     """Placement group for one trial, checked against the cluster's CPUs.
 
     Returns the :class:`PlacementGroupFactory`. Raises :class:`SweepError` when one trial needs
@@ -97,14 +99,14 @@ def check_resources(settings: dict[str, Any], cluster: dict[str, float] | None =
         have = float(cluster.get("CPU", 0.0))
         if need > have:
             raise SweepError(
-                f"One trial needs {need:g} CPUs (1 for the trainable + {settings['num_env_runners']} env "
+                f"One trial needs {need:g} CPUs (1 for the trainable + {settings.num_env_runners} env "
                 f"runner(s)) but the cluster has {have:g}. Lower num_env_runners (0 samples in the "
                 "trainable's own process) or add nodes."
             )
     return tune.PlacementGroupFactory(bundles, strategy="PACK")
 
 
-def _searcher_and_scheduler(settings, searcher: str, scheduler: str, max_concurrent: int | None):
+def _searcher_and_scheduler(settings: TwoStageSettings, searcher: str, scheduler: str, max_concurrent: int | None):
     search_alg = None
     if searcher == "optuna":
         try:
@@ -112,7 +114,7 @@ def _searcher_and_scheduler(settings, searcher: str, scheduler: str, max_concurr
             import optuna  # noqa: F401
         except ImportError as exc:
             raise SweepError("searcher='optuna' needs the optuna package: pip install optuna") from exc
-        search_alg = OptunaSearch(metric=METRIC, mode=MODE, seed=settings["seed"])
+        search_alg = OptunaSearch(metric=METRIC, mode=MODE, seed=settings.seed)
         if max_concurrent:
             from ray.tune.search import ConcurrencyLimiter
 
@@ -121,9 +123,9 @@ def _searcher_and_scheduler(settings, searcher: str, scheduler: str, max_concurr
     if scheduler == "asha":
         from ray.tune.schedulers import ASHAScheduler
 
-        total = settings["trpo_iters"] + settings["ppo_iters"]
+        total = settings.trpo_iters + settings.ppo_iters
         # Compare trials only inside the PPO stage: a trial is never cut during TRPO.
-        grace = min(total, settings["trpo_iters"] + max(1, settings["ppo_iters"] // 3))
+        grace = min(total, settings.trpo_iters + max(1, settings.ppo_iters // 3))
         sched = ASHAScheduler(time_attr="training_iteration", max_t=total, grace_period=grace, reduction_factor=2)
     elif scheduler not in ("none", None):
         raise SweepError(f"Unknown scheduler {scheduler!r}; choose 'none' or 'asha'.")
@@ -131,7 +133,7 @@ def _searcher_and_scheduler(settings, searcher: str, scheduler: str, max_concurr
 
 
 def run_sweep(
-    settings: dict[str, Any],
+    settings: TwoStageSettings,
     *,
     kl_radii,
     clips,
@@ -168,9 +170,6 @@ def run_sweep(
             f"'{exp_dir}' already holds a sweep. Pass --resume to finish it, or choose another --output/--name."
         )
 
-    if searcher == "grid" and num_samples != 1:
-        # Grid search repeats the whole grid num_samples times (e.g. several seeds).
-        pass
     search_alg, sched = _searcher_and_scheduler(settings, searcher, scheduler, max_concurrent)
     param_space = build_param_space(settings, kl_radii, clips, searcher=searcher)
     tuner = tune.Tuner(
@@ -210,7 +209,8 @@ def summarize(result_grid) -> dict[str, Any]:
                                                          and m.get("stage_iteration") == cfg.get("ppo_iters")
                                                          else "STOPPED"),
                 "iterations": m.get("training_iteration"),
-                "trpo_final_return": m.get("trpo_final_return"),
+                "stage1_final_return": m.get("stage1_final_return"),
+                "trpo_final_return": m.get("trpo_final_return"),  # None when stage 1 was the PPO stand-in
                 "ppo_final_return": m.get("ppo_final_return"),
                 "score": m.get(METRIC),
                 "handoff_max_abs_diff": m.get("handoff_max_abs_diff"),
@@ -244,6 +244,3 @@ def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 def write_summary(summary: dict[str, Any], path: str | os.PathLike) -> None:
     Path(path).write_text(json.dumps(summary, indent=2, default=str))
 
-
-# Re-exported for callers that validate a grid and settings in one place.
-SettingsError = SettingsError

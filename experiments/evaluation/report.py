@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.evaluate import COMPARISON_ONLY, HIGHER_IS_BETTER, METRICS
+from experiments.evaluation.evaluate import COMPARISON_ONLY, HIGHER_IS_BETTER, METRICS
 
 __all__ = ["CONVENTIONS", "summarize", "paired_difference", "render_tables", "render_report", "METHOD_ORDER"]
 
@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import json
     from pathlib import Path
 
-    parser = argparse.ArgumentParser(prog="python -m experiments.report", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m experiments.evaluation.report", description=main.__doc__)
     parser.add_argument("metrics", help="metrics.json written by `waddington evaluate`")
     args = parser.parse_args(argv)
     path = Path(args.metrics)

@@ -215,7 +215,7 @@ def rollout(
 ) -> Prediction:
     """Roll the env dynamics from the start cells for ``horizon`` steps, all cells as one batch.
 
-    Observations are built exactly as the env builds them (``[z, z0, features, time remaining]``);
+    Observations are built by the env's own ``CellStateDynamics.observe_features``;
     ``action_fn`` maps a batch of observations to actions (``None``: zero action = pure drift).
     Transitions include the env's noise (drawn from ``rng``).
     """
@@ -226,13 +226,13 @@ def rollout(
     n = z0.shape[0]
     z = z0.copy()
     path = [z0.copy()]
+    features = np.broadcast_to(feature, (n, feature.size))
     for t in range(context.horizon):
         if action_fn is None:
             action = np.zeros_like(z)
         else:
-            remaining = np.full((n, 1), 1.0 - t / context.horizon)
-            obs = np.concatenate([z, z0, np.broadcast_to(feature, (n, feature.size)), remaining], axis=1)
-            action = np.asarray(action_fn(obs.astype(np.float32)), dtype=np.float64)
+            obs = dyn.observe_features(z, z0, features, np.full(n, t))
+            action = np.asarray(action_fn(obs), dtype=np.float64)
         z = dyn.move(z, action, rng)
         path.append(z.copy())
     latent_path = np.stack(path, axis=1)  # cells x steps x d

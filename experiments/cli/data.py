@@ -1,0 +1,71 @@
+"""Data of a command, checked before Ray starts: the training env's dataset, a split dataset, a run's dataset."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from experiments.cli.errors import UsageError
+
+__all__ = ["prepare_env_data", "prepare_split_dataset", "dataset_of_run"]
+
+
+def prepare_env_data(settings, *, verbose: bool):
+    """Validate and prepare the training dataset once in the driver (clear error before any training)."""
+    from experiments.training.algorithm_configs import prepare_data
+
+    try:
+        return prepare_data(settings, verbose=verbose)
+    except FileNotFoundError as exc:
+        raise UsageError(f"Data: {exc}") from exc
+    except ValueError as exc:  # envs.DataValidationError is a ValueError
+        raise UsageError(f"Data failed validation: {exc}") from exc
+
+
+def prepare_split_dataset(args: argparse.Namespace, settings, seed: int):
+    """The full dataset (with expression) of ``args.data`` under the split the options ask for."""
+    import envs
+
+    data = args.data
+    if data != "synthetic" and not Path(data).exists():
+        raise UsageError(f"Data: no such file or directory: '{data}'.")
+    if data != "synthetic" and Path(data).is_dir():
+        raise UsageError("--data with a prepared dataset dir: its split is fixed; use `--run` on a train output "
+                         "of it, or pass the .h5ad to choose the split here.")
+    try:
+        return envs.prepare_dataset(
+            data,
+            perturbation_key=args.perturbation_key,
+            control_value=args.control_value,
+            split=args.split,
+            holdout=args.holdout,
+            group_key=args.group_key,
+            test_fraction=args.test_fraction,
+            n_latent=settings.n_latent,
+            ignore_values=args.ignore,
+            seed=seed,
+            verbose=not args.quiet,
+        )
+    except ValueError as exc:  # envs.DataValidationError
+        raise UsageError(f"Data failed validation: {exc}") from exc
+
+
+def dataset_of_run(settings):
+    """Rebuild the dataset a run was trained on (the same call as the training's ``prepare_data``)."""
+    import envs
+
+    data = settings.data
+    if isinstance(data, str) and data != "synthetic" and Path(data).is_dir():
+        dataset = envs.load_dataset(data)
+        if dataset.expression is None:
+            raise UsageError(f"The run's dataset '{data}' was saved without its expression matrix "
+                             "(env_view); evaluation needs gene-space cells. Re-run with --data.")
+        return dataset
+    if isinstance(data, str) and data != "synthetic" and not Path(data).exists():
+        raise UsageError(f"The run's data '{data}' is not reachable from here.")
+    try:
+        return envs.prepare_dataset(data, perturbation_key=settings.perturbation_key,
+                                    control_value=settings.control_value, n_latent=settings.n_latent,
+                                    seed=settings.seed)
+    except ValueError as exc:
+        raise UsageError(f"The run's data failed validation: {exc}") from exc

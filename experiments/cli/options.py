@@ -1,0 +1,70 @@
+"""Command-line options shared by the subcommands, and the parsers of their comma-separated values."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["csv_list", "int_list", "float_list", "add_run_options", "add_ray_options", "OPTION_TO_SETTING"]
+
+
+def csv_list(text: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``."""
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def int_list(text: str) -> list[int]:
+    """Comma-separated integers."""
+    try:
+        return [int(x) for x in csv_list(text)]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+
+
+def float_list(text: str) -> list[float]:
+    """Comma-separated numbers."""
+    try:
+        return [float(x) for x in csv_list(text)]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
+
+
+#: Command-line option (argparse dest) -> two-stage setting it overrides.
+OPTION_TO_SETTING = {
+    "data": "data",
+    "perturbation_key": "perturbation_key",
+    "control_value": "control_value",
+    "trpo_iters": "trpo_iters",
+    "ppo_iters": "ppo_iters",
+    "seed": "seed",
+    "train_batch_size": "train_batch_size",
+    "num_env_runners": "num_env_runners",
+    "num_envs_per_env_runner": "num_envs_per_env_runner",
+    "n_latent": "n_latent",
+}
+
+
+def add_ray_options(group) -> None:
+    """``--address``, ``--num-cpus`` and ``--quiet``: where to run and how much to print."""
+    group.add_argument("--address", help="Ray cluster address (host:port, 'auto'); default: $RAY_ADDRESS or a new "
+                       "local Ray")
+    group.add_argument("--num-cpus", type=int, help="CPUs of a new local Ray (default: all)")
+    group.add_argument("--quiet", "-q", action="store_true", help="less progress output")
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Options of every training command (train, sweep): data, schedule, sampling, output, Ray."""
+    g = parser.add_argument_group("run")
+    g.add_argument("--config", metavar="YAML", help="YAML file of settings (keys as in "
+                   "experiments.training.settings.TwoStageSettings); command-line options override it")
+    g.add_argument("--data", help="'synthetic' (default) or a path to an .h5ad file / prepared dataset directory")
+    g.add_argument("--perturbation-key", help="obs column with perturbation labels (real data)")
+    g.add_argument("--control-value", help="control label in that column (real data)")
+    g.add_argument("--trpo-iters", type=int, help="TRPO iterations (stage 1)")
+    g.add_argument("--ppo-iters", type=int, help="PPO iterations (stage 2)")
+    g.add_argument("--seed", type=int, help="random seed")
+    g.add_argument("--train-batch-size", type=int, help="env steps per iteration (both stages)")
+    g.add_argument("--num-env-runners", type=int, help="remote env runners per run (0: sample in the trainer)")
+    g.add_argument("--num-envs-per-env-runner", type=int, help="vectorized envs per env runner")
+    g.add_argument("--output", "-o", metavar="DIR", help="output directory (default: runs/<command>-<time>); for a "
+                   "multi-node sweep without a shared filesystem, a storage URI such as s3://bucket/path")
+    add_ray_options(g)

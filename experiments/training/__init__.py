@@ -1,0 +1,1 @@
+"""Two-stage TRPO -> PPO training: typed settings, the run, Tune sweeps, the Ray runtime."""

@@ -1,0 +1,167 @@
+"""Typed settings of a two-stage run: one dataclass that the CLI, ``--config`` YAML and Tune param spaces share."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["CELLSTATE_ENV", "SettingsError", "TwoStageSettings", "resolve_settings", "setting_names"]
+
+CELLSTATE_ENV = "waddington/CellState-v0"
+
+
+class SettingsError(ValueError):
+    """A setting of the two-stage run is invalid; the message names it and the allowed range."""
+
+
+@dataclass(frozen=True)
+class TwoStageSettings:
+    """Every knob of a two-stage TRPO -> PPO run.
+
+    Attributes
+    ----------
+    env, env_config
+        Gymnasium env id and its extra keyword arguments (CellState: horizon, dt, action_scale, ...).
+    data, perturbation_key, control_value, n_latent
+        The CellState data: ``"synthetic"``, an ``.h5ad`` path or a prepared-dataset directory;
+        the obs column of perturbation labels and its control label; the latent dimension.
+    trpo_iters, ppo_iters, seed
+        Iterations of each stage (``train_batch_size`` env steps each) and the seed of everything.
+    kl_radius, clip_param
+        The two swept hyperparameters: TRPO's KL trust-region radius and PPO's clip.
+    train_batch_size, num_env_runners, num_envs_per_env_runner, gamma, lambda_
+        Sampling, shared by both stages.
+    fcnet_hiddens
+        Policy and value network sizes (shared: weights must be interchangeable).
+    cg_iters, vf_lr
+        TRPO's conjugate-gradient iterations and critic learning rate.
+    ppo_lr, ppo_num_epochs, ppo_minibatch_size
+        PPO's learner.
+    stage1_algo
+        ``"trpo"``; ``"ppo"`` runs PPO as a stand-in for stage 1 (only for debugging the pipeline).
+    handoff_num_obs
+        Fixed observations on which the handoff is measured.
+    max_num_env_runner_restarts
+        Fault tolerance of env runners.
+    """
+
+    # environment
+    env: str = CELLSTATE_ENV
+    env_config: dict[str, Any] = field(default_factory=dict)
+    data: Any = "synthetic"
+    perturbation_key: str | None = None
+    control_value: str | None = None
+    n_latent: int = 8
+    # schedule: 40 + 40 iterations take ~40 s on 2 quiet cores and roughly double the return of 10 + 10
+    trpo_iters: int = 40
+    ppo_iters: int = 40
+    seed: int = 0
+    # the two swept hyperparameters
+    kl_radius: float = 0.01
+    clip_param: float = 0.2
+    # sampling
+    train_batch_size: int = 2048
+    num_env_runners: int = 0
+    num_envs_per_env_runner: int = 16
+    gamma: float = 0.99
+    lambda_: float = 0.95
+    # model (shared by both stages)
+    fcnet_hiddens: list[int] = field(default_factory=lambda: [64, 64])
+    # TRPO
+    cg_iters: int = 10
+    vf_lr: float = 1e-3
+    # PPO
+    ppo_lr: float = 3e-4
+    ppo_num_epochs: int = 5
+    ppo_minibatch_size: int = 256
+    # stage 1 algorithm
+    stage1_algo: str = "trpo"
+    # handoff check
+    handoff_num_obs: int = 256
+    # fault tolerance
+    max_num_env_runner_restarts: int = 10
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None = None) -> TwoStageSettings:
+        """Defaults updated with ``values``, validated; unknown keys are an error, not ignored."""
+        values = dict(values or {})
+        unknown = sorted(set(values) - set(setting_names()))
+        if unknown:
+            raise SettingsError(f"Unknown setting(s) {unknown}; known settings: {sorted(setting_names())}.")
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def replace(self, **changes: Any) -> TwoStageSettings:
+        """A validated copy with ``changes`` applied."""
+        return TwoStageSettings.from_mapping({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every setting (a deep copy), as YAML and Tune param spaces hold them."""
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Raise :class:`SettingsError` naming the first setting out of range."""
+        _check_positive_number(self, "kl_radius", "a KL trust-region radius")
+        _check_number(self, "clip_param")
+        if not 0 < self.clip_param < 1:
+            raise SettingsError(f"clip_param must lie in (0, 1), got {self.clip_param!r}.")
+        for key in ("trpo_iters", "ppo_iters", "train_batch_size", "num_envs_per_env_runner", "ppo_num_epochs",
+                    "ppo_minibatch_size", "cg_iters", "handoff_num_obs", "n_latent"):
+            _check_int(self, key, minimum=1)
+        _check_int(self, "num_env_runners", minimum=0)
+        _check_int(self, "max_num_env_runner_restarts", minimum=0)
+        _check_int(self, "seed", minimum=None)
+        for key in ("ppo_lr", "vf_lr"):
+            _check_positive_number(self, key)
+        for key in ("gamma", "lambda_"):
+            _check_number(self, key)
+            if not 0 <= getattr(self, key) <= 1:
+                raise SettingsError(f"{key} must lie in [0, 1], got {getattr(self, key)!r}.")
+        if self.stage1_algo not in ("trpo", "ppo"):
+            raise SettingsError(f"stage1_algo must be 'trpo' or 'ppo', got {self.stage1_algo!r}.")
+        if not isinstance(self.env_config, dict):
+            raise SettingsError(f"env_config must be a mapping, got {type(self.env_config).__name__}.")
+        hidden = self.fcnet_hiddens
+        if not isinstance(hidden, (list, tuple)) or not hidden or not all(_is_int(h) and h >= 1 for h in hidden):
+            raise SettingsError(f"fcnet_hiddens must be a non-empty list of integers >= 1, got {hidden!r}.")
+
+
+def setting_names() -> tuple[str, ...]:
+    """Names of every setting (the keys of YAML files and Tune param spaces)."""
+    return tuple(f.name for f in dataclasses.fields(TwoStageSettings))
+
+
+def resolve_settings(overrides: Mapping[str, Any] | TwoStageSettings | None = None) -> TwoStageSettings:
+    """Validated settings from a mapping of overrides (or settings already built)."""
+    if isinstance(overrides, TwoStageSettings):
+        overrides.validate()
+        return overrides
+    return TwoStageSettings.from_mapping(overrides)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_int(settings: TwoStageSettings, key: str, *, minimum: int | None) -> None:
+    value = getattr(settings, key)
+    if not _is_int(value) or (minimum is not None and value < minimum):
+        rule = "an integer" if minimum is None else f"an integer >= {minimum}"
+        raise SettingsError(f"{key} must be {rule}, got {value!r}.")
+
+
+def _check_number(settings: TwoStageSettings, key: str) -> float:
+    value = getattr(settings, key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SettingsError(f"{key} must be a finite number, got {value!r}.")
+    return float(value)
+
+
+def _check_positive_number(settings: TwoStageSettings, key: str, meaning: str = "") -> None:
+    if not _check_number(settings, key) > 0:
+        suffix = f" ({meaning})" if meaning else ""
+        raise SettingsError(f"{key} must be > 0{suffix}, got {getattr(settings, key)!r}.")
