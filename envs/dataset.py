@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from envs.landscape import CellLandscape
-from envs.pairing import ot_pairs_between
+from envs.pairing import stratified_ot_pairs
 from envs.perturbation_features import PerturbationFeaturizer
 from envs.preprocessing import LatentSpace, Modality, preprocess
 from envs.splits import Split, SplitKind, make_split
@@ -53,6 +53,7 @@ class PreparedDataset:
     landscape: CellLandscape
     pairs: dict[str, np.ndarray]  # training perturbation -> (k, 3) [control cell, target cell, weight]
     groups: np.ndarray | None = None
+    covariates: np.ndarray | None = None  # per cell: its covariate combination (pairs are formed within it)
     expression: sp.csr_matrix | None = None  # processed expression of the kept genes
     truth: dict[str, Any] | None = None  # synthetic ground truth
     meta: dict[str, Any] = field(default_factory=dict)
@@ -104,6 +105,8 @@ class PreparedDataset:
             }
             if self.groups is not None:
                 arrays["groups"] = self.groups.astype(str)
+            if self.covariates is not None:
+                arrays["covariates"] = self.covariates.astype(str)
             for name, pairs in self.pairs.items():
                 arrays[f"pairs::{name}"] = pairs
             np.savez_compressed(staging / _ARRAYS, **arrays)
@@ -176,6 +179,7 @@ def load_dataset(path: str | Path) -> PreparedDataset:
         landscape=CellLandscape.from_arrays(arrays),
         pairs={key.split("::", 1)[1]: arrays[key] for key in arrays if key.startswith("pairs::")},
         groups=arrays.get("groups"),
+        covariates=arrays.get("covariates"),
         expression=expression,
         truth=meta.get("truth"),
         meta=meta.get("meta", {}),
@@ -198,6 +202,7 @@ def prepare_dataset(
     layer: str | None = None,
     min_cells: int = 20,
     ignore_values: Sequence[str] = (),
+    covariate_keys: Sequence[str] = (),
     max_pair_cells: int = 1000,
     seed: int = 0,
     verbose: bool = False,
@@ -227,6 +232,11 @@ def prepare_dataset(
         Fewest cells allowed in any group.
     ignore_values
         Labels to drop before anything else (e.g. ``"unassigned"``).
+    covariate_keys
+        obs columns (cell type, donor, batch) whose combinations are strata: control cells are
+        OT-paired with perturbed cells of their own stratum only (:func:`envs.pairing.stratified_ot_pairs`),
+        and evaluation forms control references within them. A group split's ``group_key`` is
+        always one.
     max_pair_cells
         Cells per side used to compute each OT pairing.
     seed
@@ -240,21 +250,8 @@ def prepare_dataset(
         if verbose:
             print(f"[prepare {time.perf_counter() - started:6.1f}s] {message}", flush=True)
 
-    truth = None
-    if isinstance(data, ad.AnnData):
-        adata, source = data, "AnnData"
-    elif isinstance(data, str) and data == "synthetic":
-        adata, source = make_synthetic_perturbation_data(seed=seed), "synthetic"
-        perturbation_key = perturbation_key or SYNTHETIC_PERTURBATION_KEY
-        control_value = control_value or SYNTHETIC_CONTROL_VALUE
-    else:
-        adata, source = read_h5ad(data), str(data)
+    adata, source, perturbation_key, control_value = _load(data, perturbation_key, control_value, seed)
     truth = adata.uns.get("truth") if source == "synthetic" else None
-    if perturbation_key is None or control_value is None:
-        raise DataValidationError(
-            "Real data needs perturbation_key=<obs column> and control_value=<control label> "
-            f"(obs columns: {list(adata.obs.columns)})."
-        )
     log(f"loaded {source}: {adata.n_obs} cells x {adata.n_vars} features")
     validate_perturbation_data(
         adata,
@@ -271,11 +268,9 @@ def prepare_dataset(
     if not keep.all():
         adata = adata[keep]
     labels = labels_all[keep]
-    if group_key is not None and group_key not in adata.obs.columns:
-        raise DataValidationError(
-            f"group_key '{group_key}' not found in obs. Available obs columns: {list(adata.obs.columns)}."
-        )
-    groups = adata.obs[group_key].astype(str).to_numpy() if group_key else None
+    groups = _obs_strings(adata, [group_key], "group_key") if group_key else None
+    covariate_keys = list(dict.fromkeys([*covariate_keys, *([group_key] if split == "group" and group_key else [])]))
+    covariates = _obs_strings(adata, covariate_keys, "covariate_keys") if covariate_keys else None
     cell_split = make_split(
         labels,
         control_value=control_value,
@@ -297,13 +292,10 @@ def prepare_dataset(
         latent[cell_split.train], n_wells=n_wells or min(32, 3 * n_groups), reg_covar=0.05, seed=seed
     )
     log(f"landscape: {len(landscape.weights)} wells")
-    rng = np.random.default_rng(seed)
-    control_rows = np.flatnonzero((labels == control_value) & cell_split.train)
-    pairs = {}
-    for name in sorted(set(labels[cell_split.train]) - {control_value}):
-        target_rows = np.flatnonzero((labels == name) & cell_split.train)
-        pairs[name] = ot_pairs_between(latent, control_rows, target_rows, max_cells=max_pair_cells, rng=rng)
-    log(f"OT pairings for {len(pairs)} training perturbations")
+    pairs = _pair_training_perturbations(latent, labels, control_value, cell_split.train, covariates,
+                                         max_cells=max_pair_cells, rng=np.random.default_rng(seed))
+    within = f" within {covariate_keys}" if covariate_keys else ""
+    log(f"OT pairings for {len(pairs)} training perturbations{within}")
     return PreparedDataset(
         latent=latent,
         labels=labels,
@@ -313,7 +305,56 @@ def prepare_dataset(
         landscape=landscape,
         pairs=pairs,
         groups=groups,
+        covariates=covariates,
         expression=expression,
         truth=_jsonable(truth) if truth is not None else None,
-        meta={"source": source, "perturbation_key": perturbation_key, "seed": seed, "modality": modality},
+        meta={"source": source, "perturbation_key": perturbation_key, "seed": seed, "modality": modality,
+              "covariate_keys": covariate_keys},
     )
+
+
+def _load(data, perturbation_key: str | None, control_value: str | None, seed: int):
+    """(AnnData, its source name, perturbation key, control value); synthetic data brings its own keys."""
+    if isinstance(data, ad.AnnData):
+        adata, source = data, "AnnData"
+    elif isinstance(data, str) and data == "synthetic":
+        adata, source = make_synthetic_perturbation_data(seed=seed), "synthetic"
+        perturbation_key = perturbation_key or SYNTHETIC_PERTURBATION_KEY
+        control_value = control_value or SYNTHETIC_CONTROL_VALUE
+    else:
+        adata, source = read_h5ad(data), str(data)
+    if perturbation_key is None or control_value is None:
+        raise DataValidationError(
+            "Real data needs perturbation_key=<obs column> and control_value=<control label> "
+            f"(obs columns: {list(adata.obs.columns)})."
+        )
+    return adata, source, perturbation_key, control_value
+
+
+def _obs_strings(adata: ad.AnnData, keys: Sequence[str], option: str) -> np.ndarray:
+    """One string per cell from obs columns ``keys`` (joined with ``|``); a missing column is a clear error."""
+    missing = [key for key in keys if key not in adata.obs.columns]
+    if missing:
+        what = f"'{missing[0]}'" if len(keys) == 1 else str(missing)
+        raise DataValidationError(f"{option} {what} not found in obs. Available obs columns: {list(adata.obs.columns)}.")
+    columns = [adata.obs[key].astype(str).to_numpy() for key in keys]
+    return columns[0] if len(columns) == 1 else np.array(["|".join(parts) for parts in zip(*columns)])
+
+
+def _pair_training_perturbations(
+    latent: np.ndarray,
+    labels: np.ndarray,
+    control_value: str,
+    train: np.ndarray,
+    covariates: np.ndarray | None,
+    *,
+    max_cells: int,
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
+    """Training perturbation -> OT pairs of training controls with its training cells, within covariates."""
+    control_rows = np.flatnonzero((labels == control_value) & train)
+    pairs = {}
+    for name in sorted(set(labels[train]) - {control_value}):
+        target_rows = np.flatnonzero((labels == name) & train)
+        pairs[name] = stratified_ot_pairs(latent, control_rows, target_rows, covariates, max_cells=max_cells, rng=rng)
+    return pairs

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from envs.dataset import PreparedDataset
-from envs.pairing import ot_pairs_between
+from envs.pairing import stratified_ot_pairs
 
 __all__ = ["DynamicsConfig", "CellStateDynamics"]
 
@@ -79,7 +79,8 @@ class CellStateDynamics:
         targets = self.dataset.cell_indices(name, cells)
         if len(targets) == 0:
             targets = self.dataset.cell_indices(name, "all")
-        return ot_pairs_between(self.dataset.latent, controls, targets, rng=np.random.default_rng(0))
+        return stratified_ot_pairs(self.dataset.latent, controls, targets, self.dataset.covariates,
+                                   rng=np.random.default_rng(0))
 
     def observation_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         high = np.concatenate(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import ot
 
-__all__ = ["ot_pairs", "ot_pairs_between"]
+__all__ = ["ot_pairs", "ot_pairs_between", "stratified_ot_pairs"]
 
 
 def ot_pairs(
@@ -70,3 +70,43 @@ def ot_pairs_between(
     return np.column_stack(
         [source_rows[local[:, 0].astype(int)], target_rows[local[:, 1].astype(int)], local[:, 2]]
     )
+
+
+def stratified_ot_pairs(
+    latent: np.ndarray,
+    source_rows: np.ndarray,
+    target_rows: np.ndarray,
+    strata: np.ndarray | None,
+    *,
+    max_cells: int = 1000,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """OT pairs formed within each stratum (a covariate combination such as cell type x donor).
+
+    Within a stratum the pairs are :func:`ot_pairs_between` its source and target cells; strata are
+    weighted by their share of the target cells, so episodes reproduce the target population's
+    composition. Target cells of a stratum without source cells cannot be paired like with like and
+    are left out; source cells of a stratum without targets are never paired (a held-out group's
+    controls are not turned into other groups' perturbed cells). Only when no stratum holds both
+    does it fall back to one pooled plan. ``strata=None`` is the pooled plan.
+
+    Returns
+    -------
+    Array (k, 3) of ``[source row, target row, weight]`` (rows of ``latent``), weights summing to 1.
+    """
+    if strata is None:
+        return ot_pairs_between(latent, source_rows, target_rows, max_cells=max_cells, rng=rng)
+    blocks = []
+    for stratum in np.unique(strata[target_rows]):
+        sources = source_rows[strata[source_rows] == stratum]
+        targets = target_rows[strata[target_rows] == stratum]
+        if len(sources) == 0:
+            continue
+        block = ot_pairs_between(latent, sources, targets, max_cells=max_cells, rng=rng)
+        block[:, 2] *= len(targets)
+        blocks.append(block)
+    if not blocks:
+        return ot_pairs_between(latent, source_rows, target_rows, max_cells=max_cells, rng=rng)
+    pairs = np.vstack(blocks)
+    pairs[:, 2] /= pairs[:, 2].sum()
+    return pairs

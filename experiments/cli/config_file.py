@@ -38,7 +38,7 @@ def settings_from_args(
 
     Precedence: defaults < YAML < command-line options < ``overrides``.
     """
-    from experiments.training.settings import CELLSTATE_ENV, SettingsError, TwoStageSettings
+    from experiments.training.settings import CELLSTATE_ENV, SettingsError, TwoStageSettings, infer_split
 
     raw = load_yaml(getattr(args, "config", None))
     other = {k: raw.pop(k) for k in list(raw) if k in set(extra_keys)}
@@ -47,6 +47,7 @@ def settings_from_args(
         if value is not None:
             raw[key] = value
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    raw["split"] = infer_split(raw)
     try:
         settings = TwoStageSettings.from_mapping(raw)
     except (SettingsError, TypeError) as exc:

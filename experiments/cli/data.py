@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from experiments.cli.errors import UsageError
@@ -22,30 +21,18 @@ def prepare_env_data(settings, *, verbose: bool):
         raise UsageError(f"Data failed validation: {exc}") from exc
 
 
-def prepare_split_dataset(args: argparse.Namespace, settings, seed: int):
-    """The full dataset (with expression) of ``args.data`` under the split the options ask for."""
+def prepare_split_dataset(data: str, settings, seed: int, *, verbose: bool = False):
+    """The full dataset (with expression) of ``data`` under the split and data options of ``settings``."""
     import envs
+    from experiments.training.algorithm_configs import dataset_options
 
-    data = args.data
     if data != "synthetic" and not Path(data).exists():
         raise UsageError(f"Data: no such file or directory: '{data}'.")
     if data != "synthetic" and Path(data).is_dir():
         raise UsageError("--data with a prepared dataset dir: its split is fixed; use `--run` on a train output "
                          "of it, or pass the .h5ad to choose the split here.")
     try:
-        return envs.prepare_dataset(
-            data,
-            perturbation_key=args.perturbation_key,
-            control_value=args.control_value,
-            split=args.split,
-            holdout=args.holdout,
-            group_key=args.group_key,
-            test_fraction=args.test_fraction,
-            n_latent=settings.n_latent,
-            ignore_values=args.ignore,
-            seed=seed,
-            verbose=not args.quiet,
-        )
+        return envs.prepare_dataset(data, **dataset_options(settings), seed=seed, verbose=verbose)
     except ValueError as exc:  # envs.DataValidationError
         raise UsageError(f"Data failed validation: {exc}") from exc
 
@@ -63,9 +50,9 @@ def dataset_of_run(settings):
         return dataset
     if isinstance(data, str) and data != "synthetic" and not Path(data).exists():
         raise UsageError(f"The run's data '{data}' is not reachable from here.")
+    from experiments.training.algorithm_configs import dataset_options
+
     try:
-        return envs.prepare_dataset(data, perturbation_key=settings.perturbation_key,
-                                    control_value=settings.control_value, n_latent=settings.n_latent,
-                                    seed=settings.seed)
+        return envs.prepare_dataset(data, **dataset_options(settings), seed=settings.seed)
     except ValueError as exc:
         raise UsageError(f"The run's data failed validation: {exc}") from exc

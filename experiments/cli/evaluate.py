@@ -28,7 +28,7 @@ from typing import Any
 from experiments.cli.config_file import load_yaml, settings_from_args
 from experiments.cli.data import dataset_of_run, prepare_split_dataset
 from experiments.cli.errors import UsageError
-from experiments.cli.options import add_ray_options, csv_list, int_list
+from experiments.cli.options import add_data_options, add_ray_options, int_list
 from experiments.cli.runtime import init_ray, output_dir
 
 __all__ = ["NAME", "HELP", "add_arguments", "run"]
@@ -43,16 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_argument_group("what to evaluate")
     src.add_argument("--run", nargs="+", metavar="DIR", help="output dir(s) of `waddington train` / `sweep`")
     src.add_argument("--trial", help="with a sweep dir: substring of the trial dir to evaluate (default: best)")
-    src.add_argument("--data", help="'synthetic' or an .h5ad path: prepare, train and score everything here")
-    src.add_argument("--perturbation-key", help="obs column with perturbation labels (real data)")
-    src.add_argument("--control-value", help="control label in that column (real data)")
-    src.add_argument("--ignore", type=csv_list, default=[], metavar="A,B", help="labels to drop first (e.g. unassigned)")
-    sp = parser.add_argument_group("split")
-    sp.add_argument("--split", choices=["cells", "perturbations", "group"], help="held-out cells (default), "
-                    "perturbations (--holdout A,B) or group (--group-key KEY --holdout VALUE)")
-    sp.add_argument("--holdout", type=csv_list, default=[], metavar="A,B", help="held-out perturbations or group value")
-    sp.add_argument("--group-key", help="obs column of the groups (e.g. cell_type) for --split group")
-    sp.add_argument("--test-fraction", type=float, default=0.2, help="held-out fraction of cells (default 0.2)")
+    add_data_options(parser, data_help="'synthetic' or an .h5ad path: prepare, train and score everything here")
     tr = parser.add_argument_group("training (with --data)")
     tr.add_argument("--config", metavar="YAML", help="two-stage settings (keys of "
                     "experiments.training.settings.TwoStageSettings; `data:` is used when --data is not given)")
@@ -60,7 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tr.add_argument("--trpo-iters", type=int, help="TRPO iterations")
     tr.add_argument("--ppo-iters", type=int, help="PPO iterations after TRPO (PPO-only gets trpo+ppo)")
     tr.add_argument("--train-batch-size", type=int, help="env steps per iteration")
-    tr.add_argument("--n-latent", type=int, help="latent dimension (default 8)")
     tr.add_argument("--no-rl", action="store_true", help="baselines only (no training)")
     tr.add_argument("--no-ablation", action="store_true", help="skip the random-init PPO run")
     ev = parser.add_argument_group("evaluation")
@@ -98,7 +88,7 @@ def _base_settings(args: argparse.Namespace):
     return settings
 
 
-def _check_args(args: argparse.Namespace) -> None:
+def _check_args(args: argparse.Namespace, settings) -> None:
     if bool(args.run) == bool(args.data):
         raise UsageError("Give either --run DIR (a train/sweep output) or --data X (run everything here).")
     if args.run and (args.split or args.holdout or args.group_key):
@@ -106,23 +96,7 @@ def _check_args(args: argparse.Namespace) -> None:
                          "was trained on.")
     if args.max_start_cells < 2:
         raise UsageError(f"--max-start-cells must be >= 2, got {args.max_start_cells}.")
-    if args.data:
-        _check_split(args)
-
-
-def _check_split(args: argparse.Namespace) -> None:
-    split = args.split or ("perturbations" if args.holdout and not args.group_key else
-                           "group" if args.group_key else "cells")
-    args.split = split
-    if split == "cells" and args.holdout:
-        raise UsageError("--holdout needs --split perturbations or --split group (with --group-key).")
-    if split == "perturbations" and not args.holdout:
-        raise UsageError("--split perturbations needs --holdout A,B naming perturbations to hold out.")
-    if split == "group" and not args.group_key:
-        raise UsageError("--split group needs --group-key <obs column> and --holdout <group value>.")
-    if split == "group" and len(args.holdout) != 1:
-        raise UsageError(f"--split group holds out exactly one group value (--holdout VALUE), got {args.holdout}.")
-    if len(set(args.seeds)) != len(args.seeds) or not args.seeds:
+    if args.data and (len(set(args.seeds)) != len(args.seeds) or not args.seeds):
         raise UsageError(f"--seeds must be distinct integers, got {args.seeds}.")
 
 
@@ -151,7 +125,7 @@ def _jobs_from_runs(args: argparse.Namespace, log) -> list[Job]:
 def _jobs_from_data(args: argparse.Namespace, base, log) -> list[Job]:
     jobs = []
     for seed in args.seeds:
-        dataset = prepare_split_dataset(args, base, seed)
+        dataset = prepare_split_dataset(args.data, base, seed, verbose=not args.quiet)
         jobs.append(Job(seed=seed, name=f"seed{seed}", settings=base.replace(seed=seed), dataset=dataset))
         log(f"seed {seed}: split '{dataset.split.kind}', {int(dataset.split.train.sum())} train / "
             f"{int(dataset.split.test.sum())} test cells")
@@ -243,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"[evaluate {time.perf_counter() - started:7.1f}s] {message}", flush=True)
 
     base = _base_settings(args)
-    _check_args(args)
+    _check_args(args, base)
     out = output_dir(args, "evaluate")
     # every input is checked (and every dataset prepared) before Ray starts
     jobs = _jobs_from_runs(args, log) if args.run else _jobs_from_data(args, base, log)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["csv_list", "int_list", "float_list", "add_run_options", "add_ray_options", "OPTION_TO_SETTING"]
+__all__ = [
+    "csv_list", "int_list", "float_list", "add_data_options", "add_run_options", "add_ray_options", "OPTION_TO_SETTING",
+]
 
 
 def csv_list(text: str) -> list[str]:
@@ -33,6 +35,13 @@ OPTION_TO_SETTING = {
     "data": "data",
     "perturbation_key": "perturbation_key",
     "control_value": "control_value",
+    "ignore": "ignore_values",
+    "layer": "layer",
+    "split": "split",
+    "holdout": "holdout",
+    "group_key": "group_key",
+    "covariate_keys": "covariate_keys",
+    "test_fraction": "test_fraction",
     "trpo_iters": "trpo_iters",
     "ppo_iters": "ppo_iters",
     "seed": "seed",
@@ -51,14 +60,32 @@ def add_ray_options(group) -> None:
     group.add_argument("--quiet", "-q", action="store_true", help="less progress output")
 
 
+def add_data_options(parser: argparse.ArgumentParser, *, data_help: str) -> None:
+    """The data options every command that reads data shares (YAML: the same keys, snake_case)."""
+    g = parser.add_argument_group("data (YAML keys: data, perturbation_key, control_value, ignore_values, layer, "
+                                  "n_latent, split, holdout, group_key, covariate_keys, test_fraction)")
+    g.add_argument("--data", help=data_help)
+    g.add_argument("--perturbation-key", help="obs column with perturbation labels (real data)")
+    g.add_argument("--control-value", help="control label in that column (real data)")
+    g.add_argument("--ignore", type=csv_list, metavar="A,B", help="labels to drop first, e.g. unassigned (default: none)")
+    g.add_argument("--layer", help="layer holding raw counts (default: X)")
+    g.add_argument("--n-latent", type=int, help="latent dimension (default 8)")
+    g.add_argument("--split", choices=["cells", "perturbations", "group"], help="held-out cells (default), "
+                   "perturbations (--holdout A,B) or group (--group-key KEY --holdout VALUE)")
+    g.add_argument("--holdout", type=csv_list, metavar="A,B", help="held-out perturbations or group value")
+    g.add_argument("--group-key", help="obs column of the groups (e.g. cell_type) for --split group")
+    g.add_argument("--covariate-keys", type=csv_list, metavar="A,B", help="obs columns (cell type, donor, batch) "
+                   "within which controls are paired with perturbed cells (default: none; a group split's "
+                   "--group-key always is one)")
+    g.add_argument("--test-fraction", type=float, help="held-out fraction of cells (default 0.2)")
+
+
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """Options of every training command (train, sweep): data, schedule, sampling, output, Ray."""
+    add_data_options(parser, data_help="'synthetic' (default) or a path to an .h5ad file / prepared dataset directory")
     g = parser.add_argument_group("run")
     g.add_argument("--config", metavar="YAML", help="YAML file of settings (keys as in "
                    "experiments.training.settings.TwoStageSettings); command-line options override it")
-    g.add_argument("--data", help="'synthetic' (default) or a path to an .h5ad file / prepared dataset directory")
-    g.add_argument("--perturbation-key", help="obs column with perturbation labels (real data)")
-    g.add_argument("--control-value", help="control label in that column (real data)")
     g.add_argument("--trpo-iters", type=int, help="TRPO iterations (stage 1)")
     g.add_argument("--ppo-iters", type=int, help="PPO iterations (stage 2)")
     g.add_argument("--seed", type=int, help="random seed")

@@ -137,6 +137,9 @@ def training_deltas(dataset: PreparedDataset) -> dict[str, np.ndarray]:
     ``delta_p = mean(expression of training cells of p) - mean(expression of reference controls)``
     where the reference controls are the training control cells, minus the held-out group's
     control cells for a group split (the training perturbed cells all lie outside that group).
+    With covariates (``dataset.covariates``) the difference is taken within each covariate
+    combination and averaged with the weights of p's cells there, so a shift in composition
+    (cell types, donors) between controls and perturbed cells is not counted as a response.
     """
     expr = dataset.expression
     train = dataset.split.train
@@ -145,13 +148,23 @@ def training_deltas(dataset: PreparedDataset) -> dict[str, np.ndarray]:
         outside = dataset.groups != dataset.split.heldout_group
         if (ref & outside).any():
             ref &= outside
-    mu_ref = np.asarray(expr[np.flatnonzero(ref)].astype(np.float64).mean(axis=0)).ravel()
+    strata = dataset.covariates if dataset.covariates is not None else np.zeros(len(dataset.labels), dtype=int)
     out = {}
     for name in dataset.training_perturbations:
-        rows = np.flatnonzero(train & (dataset.labels == name))
-        if len(rows):
-            out[name] = np.asarray(expr[rows].astype(np.float64).mean(axis=0)).ravel() - mu_ref
+        rows = train & (dataset.labels == name)
+        parts, weights = [], []
+        for stratum in np.unique(strata[rows]):
+            here_ref, here = ref & (strata == stratum), rows & (strata == stratum)
+            if here_ref.any():
+                parts.append(_mean_rows(expr, here) - _mean_rows(expr, here_ref))
+                weights.append(int(here.sum()))
+        if parts:
+            out[name] = np.average(np.stack(parts), axis=0, weights=weights)
     return out
+
+
+def _mean_rows(expr, mask: np.ndarray) -> np.ndarray:
+    return np.asarray(expr[np.flatnonzero(mask)].astype(np.float64).mean(axis=0)).ravel()
 
 
 def _shifted(context: EvalContext, perturbation: str, delta: np.ndarray) -> Prediction:

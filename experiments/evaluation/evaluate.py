@@ -116,17 +116,46 @@ def evaluated_perturbations(dataset: PreparedDataset) -> list[str]:
     return names
 
 
-def start_rows(dataset: PreparedDataset, *, max_cells: int, seed: int) -> np.ndarray:
-    """Row indices of the start control cells (see the module docstring), a seeded subsample."""
+def start_rows(
+    dataset: PreparedDataset, *, max_cells: int, seed: int, perturbation: str | None = None
+) -> np.ndarray:
+    """Row indices of the start control cells (see the module docstring), a seeded subsample.
+
+    With covariates and a ``perturbation``, the start cells are drawn from each covariate
+    combination in proportion to that perturbation's observed cells there (combinations without
+    control cells are skipped), so the control reference of its delta matches its composition.
+    """
     control = (dataset.labels == dataset.control_value) & dataset.split.train
     if dataset.split.kind == "group":
         control &= dataset.groups == dataset.split.heldout_group
     rows = np.flatnonzero(control)
     if len(rows) == 0:
         raise ValueError("No training control cells to start from.")
+    rng = np.random.default_rng(seed)
+    if dataset.covariates is not None and perturbation is not None:
+        return _composition_matched(dataset.covariates, rows, dataset.cell_indices(perturbation, "test"),
+                                    max_cells=max_cells, rng=rng)
     if len(rows) > max_cells:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_cells, replace=False))
+        rows = np.sort(rng.choice(rows, size=max_cells, replace=False))
     return rows
+
+
+def _composition_matched(
+    strata: np.ndarray, rows: np.ndarray, observed: np.ndarray, *, max_cells: int, rng: np.random.Generator
+) -> np.ndarray:
+    """At most ``max_cells`` of ``rows``, drawn per stratum in proportion to ``observed``'s strata."""
+    names, counts = np.unique(strata[observed], return_counts=True)
+    available = {name: rows[strata[rows] == name] for name in names}
+    keep = [i for i, name in enumerate(names) if len(available[names[i]])]
+    if not keep:
+        return np.sort(rng.choice(rows, size=min(max_cells, len(rows)), replace=False))
+    share = counts[keep] / counts[keep].sum()
+    chosen = []
+    for name, fraction in zip(names[keep], share):
+        pool = available[name]
+        n = min(len(pool), max(1, int(round(fraction * max_cells))))
+        chosen.append(rng.choice(pool, size=n, replace=False))
+    return np.sort(np.concatenate(chosen))
 
 
 def build_context(
@@ -139,11 +168,10 @@ def build_context(
     """The shared inputs of every predictor for ``dataset`` (needs ``dataset.expression``)."""
     if dataset.expression is None:
         raise ValueError("Evaluation needs the dataset's expression matrix (a full prepared dataset, not env_view()).")
-    rows = start_rows(dataset, max_cells=max_start_cells, seed=seed)
     names = evaluated_perturbations(dataset)
     return EvalContext(
         dataset=dataset,
-        start_rows={p: rows for p in names},
+        start_rows={p: start_rows(dataset, max_cells=max_start_cells, seed=seed, perturbation=p) for p in names},
         dynamics=make_dynamics(dataset, dict(env_config or {})),
         train_delta=training_deltas(dataset),
     )

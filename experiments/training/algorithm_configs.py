@@ -11,6 +11,7 @@ from experiments.training.settings import CELLSTATE_ENV, TwoStageSettings
 
 __all__ = [
     "prepare_data",
+    "dataset_options",
     "env_config_for",
     "build_stage1_config",
     "build_stage2_config",
@@ -31,15 +32,23 @@ def prepare_data(settings: TwoStageSettings, *, verbose: bool = False):
     data = settings.data
     if isinstance(data, (str, os.PathLike)) and str(data) != "synthetic" and Path(data).is_dir():
         return envs.load_dataset(data).env_view()  # a directory written by PreparedDataset.save
-    dataset = envs.prepare_dataset(
-        data,
+    return envs.prepare_dataset(data, **dataset_options(settings), seed=settings.seed, verbose=verbose).env_view()
+
+
+def dataset_options(settings: TwoStageSettings) -> dict[str, Any]:
+    """The keyword options of ``envs.prepare_dataset`` that the settings hold (all but data and seed)."""
+    return dict(
         perturbation_key=settings.perturbation_key,
         control_value=settings.control_value,
         n_latent=settings.n_latent,
-        seed=settings.seed,
-        verbose=verbose,
+        split=settings.split,
+        holdout=list(settings.holdout),
+        group_key=settings.group_key,
+        test_fraction=settings.test_fraction,
+        layer=settings.layer,
+        ignore_values=list(settings.ignore_values),
+        covariate_keys=list(settings.covariate_keys),
     )
-    return dataset.env_view()
 
 
 def env_config_for(settings: TwoStageSettings, data: Any = None) -> dict[str, Any]:

@@ -8,7 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CELLSTATE_ENV", "SettingsError", "TwoStageSettings", "resolve_settings", "setting_names"]
+__all__ = [
+    "CELLSTATE_ENV", "SettingsError", "TwoStageSettings", "infer_split", "resolve_settings", "setting_names",
+]
 
 CELLSTATE_ENV = "waddington/CellState-v0"
 
@@ -28,6 +30,14 @@ class TwoStageSettings:
     data, perturbation_key, control_value, n_latent
         The CellState data: ``"synthetic"``, an ``.h5ad`` path or a prepared-dataset directory;
         the obs column of perturbation labels and its control label; the latent dimension.
+    ignore_values, layer
+        Labels dropped before anything else (e.g. ``unassigned``); the layer holding raw counts.
+    split, holdout, group_key, test_fraction
+        The split (:func:`envs.splits.make_split`): ``"cells"``, ``"perturbations"`` (``holdout``
+        names them) or ``"group"`` (``group_key`` column, ``holdout`` its one held-out value).
+    covariate_keys
+        obs columns (cell type, donor, batch) within whose combinations control cells are paired
+        with perturbed cells; a group split's ``group_key`` is always one of them.
     trpo_iters, ppo_iters, seed
         Iterations of each stage (``train_batch_size`` env steps each) and the seed of everything.
     kl_radius, clip_param
@@ -55,6 +65,13 @@ class TwoStageSettings:
     perturbation_key: str | None = None
     control_value: str | None = None
     n_latent: int = 8
+    ignore_values: list[str] = field(default_factory=list)
+    layer: str | None = None
+    split: str = "cells"
+    holdout: list[str] = field(default_factory=list)
+    group_key: str | None = None
+    test_fraction: float = 0.2
+    covariate_keys: list[str] = field(default_factory=list)
     # schedule: 40 + 40 iterations take ~40 s on 2 quiet cores and roughly double the return of 10 + 10
     trpo_iters: int = 40
     ppo_iters: int = 40
@@ -123,11 +140,42 @@ class TwoStageSettings:
                 raise SettingsError(f"{key} must lie in [0, 1], got {getattr(self, key)!r}.")
         if self.stage1_algo not in ("trpo", "ppo"):
             raise SettingsError(f"stage1_algo must be 'trpo' or 'ppo', got {self.stage1_algo!r}.")
+        self._validate_data_options()
         if not isinstance(self.env_config, dict):
             raise SettingsError(f"env_config must be a mapping, got {type(self.env_config).__name__}.")
         hidden = self.fcnet_hiddens
         if not isinstance(hidden, (list, tuple)) or not hidden or not all(_is_int(h) and h >= 1 for h in hidden):
             raise SettingsError(f"fcnet_hiddens must be a non-empty list of integers >= 1, got {hidden!r}.")
+
+
+    def _validate_data_options(self) -> None:
+        for key in ("ignore_values", "holdout", "covariate_keys"):
+            value = getattr(self, key)
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                raise SettingsError(f"{key} must be a list of strings, got {value!r}.")
+        if self.split not in ("cells", "perturbations", "group"):
+            raise SettingsError(f"split must be 'cells', 'perturbations' or 'group', got {self.split!r}.")
+        # messages name the CLI flags; the YAML keys are the same words in snake_case
+        if self.split == "cells" and self.holdout:
+            raise SettingsError("--holdout needs --split perturbations or --split group (with --group-key).")
+        if self.split == "perturbations" and not self.holdout:
+            raise SettingsError("--split perturbations needs --holdout A,B naming perturbations to hold out.")
+        if self.split == "group" and not self.group_key:
+            raise SettingsError("--split group needs --group-key <obs column> and --holdout <group value>.")
+        if self.split == "group" and len(self.holdout) != 1:
+            raise SettingsError(f"--split group holds out exactly one group value (--holdout VALUE), "
+                                f"got {list(self.holdout)}.")
+        if not 0 < _check_number(self, "test_fraction") < 1:
+            raise SettingsError(f"test_fraction must lie in (0, 1), got {self.test_fraction!r}.")
+
+
+def infer_split(values: Mapping[str, Any]) -> str:
+    """The split kind a user means when none is named: a group key -> group, held-out names -> perturbations."""
+    if values.get("split"):
+        return str(values["split"])
+    if values.get("group_key") and values.get("holdout"):
+        return "group"
+    return "perturbations" if values.get("holdout") else "cells"
 
 
 def setting_names() -> tuple[str, ...]:
