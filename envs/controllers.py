@@ -13,10 +13,17 @@ from typing import Any
 import numpy as np
 
 from envs.cell_state_env import CellStateEnv
+from envs.dynamics import CellStateDynamics
 
-__all__ = ["Controller", "landscape_aware", "toward_target", "toward_population_mean", "zero_action", "rollout_returns"]
+__all__ = ["Controller", "steering_action", "landscape_aware", "toward_target", "toward_population_mean", "zero_action", "rollout_returns"]
 
 Controller = Callable[[np.ndarray, dict[str, Any]], np.ndarray]
+
+
+def steering_action(dynamics: CellStateDynamics, z: np.ndarray, point: np.ndarray) -> np.ndarray:
+    """The action that cancels the drift at ``z`` and steps toward ``point``, clipped to the action box."""
+    need = point - z - dynamics.dt * dynamics.dataset.landscape.drift(z)
+    return np.clip(need / dynamics.config.action_scale, -1.0, 1.0)
 
 
 def landscape_aware(env: CellStateEnv, point_of: Callable[[dict[str, Any]], np.ndarray]) -> Controller:
@@ -25,8 +32,7 @@ def landscape_aware(env: CellStateEnv, point_of: Callable[[dict[str, Any]], np.n
 
     def act(obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         z = obs[: dynamics.n_latent].astype(np.float64)
-        need = point_of(info) - z - dynamics.dt * dynamics.dataset.landscape.drift(z)
-        return np.clip(need / dynamics.config.action_scale, -1.0, 1.0).astype(np.float32)
+        return steering_action(dynamics, z, point_of(info)).astype(np.float32)
 
     return act
 

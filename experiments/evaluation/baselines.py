@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -104,7 +105,7 @@ class EvalContext:
     start_rows: dict[str, np.ndarray]
     dynamics: CellStateDynamics
     train_delta: dict[str, np.ndarray]
-    _dense: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    cache: dict[Any, Any] = field(default_factory=dict, repr=False)  # per-dataset work shared by predictors
 
     @property
     def horizon(self) -> int:
@@ -112,10 +113,10 @@ class EvalContext:
 
     def start_expression(self, perturbation: str) -> np.ndarray:
         """Observed expression (dense cells x genes) of the start cells of ``perturbation``."""
-        if perturbation not in self._dense:
+        if perturbation not in self.cache:
             rows = self.start_rows[perturbation]
-            self._dense[perturbation] = np.asarray(self.dataset.expression[rows].toarray(), dtype=np.float64)
-        return self._dense[perturbation]
+            self.cache[perturbation] = np.asarray(self.dataset.expression[rows].toarray(), dtype=np.float64)
+        return self.cache[perturbation]
 
     def start_latent(self, perturbation: str) -> np.ndarray:
         return self.dataset.latent[self.start_rows[perturbation]].astype(np.float64)
@@ -206,13 +207,13 @@ def ridge(context: EvalContext, perturbation: str, rng: np.random.Generator, *, 
     from sklearn.linear_model import Ridge
 
     key = ("ridge", alpha)
-    if key not in context._dense:
+    if key not in context.cache:
         featurizer = context.dataset.featurizer
         names = sorted(context.train_delta)
         F = np.stack([featurizer(n) for n in names]).astype(np.float64)
         Y = np.stack([context.train_delta[n] for n in names])
-        context._dense[key] = Ridge(alpha=alpha).fit(F, Y)  # type: ignore[index]
-    model = context._dense[key]  # type: ignore[index]
+        context.cache[key] = Ridge(alpha=alpha).fit(F, Y)
+    model = context.cache[key]
     delta = model.predict(context.dataset.featurizer(perturbation).astype(np.float64)[None, :])[0]
     return _shifted(context, perturbation, delta)
 

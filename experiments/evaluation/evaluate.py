@@ -16,7 +16,11 @@ Metrics (:mod:`experiments.evaluation.metrics`), per perturbation, then averaged
 
 * ``delta_pearson_all``, ``delta_mse_all``, ``delta_pearson_top20``, ``delta_mse_top20``: the
   predicted vs observed mean change from the start controls, on all HVGs and on the 20 genes
-  with the largest observed ``|delta|``;
+  with the largest observed ``|delta|``; ``delta_pearson_top100`` as scPerturBench reports it
+  (100 genes, or all genes when there are fewer);
+* ``r2_mean_all``, ``r2_mean_top100``: scGen's convention, the squared Pearson of the per-gene
+  *mean expression* of predicted vs observed cells (not of deltas; a do-nothing prediction
+  scores high when the means are alike), for comparison with published numbers;
 * ``e_distance`` (squared energy distance, Euclidean) and ``wasserstein2`` (exact W2, POT)
   between predicted and observed cells in one fixed PCA space (fitted on the training cells'
   expression, at most 50 components);
@@ -50,6 +54,7 @@ from experiments.evaluation.baselines import (
     rollout,
     training_deltas,
 )
+from experiments.evaluation.references import REFERENCES
 
 __all__ = [
     "METRICS",
@@ -68,15 +73,20 @@ __all__ = [
 METRICS = (
     "delta_pearson_all",
     "delta_pearson_top20",
+    "delta_pearson_top100",
     "delta_mse_all",
     "delta_mse_top20",
     "e_distance",
     "wasserstein2",
     "dtw",
+    "r2_mean_all",
+    "r2_mean_top100",
 )
+#: The field's top-k (scPerturBench: delta Pearson on the top-100 DE genes; scGen: R^2 on them).
+FIELD_TOP_K = 100
 #: Reported but never used to rank (the seed paper's metric; do-nothing wins it).
 COMPARISON_ONLY = ("paper_start_end",)
-HIGHER_IS_BETTER = {m: m.startswith("delta_pearson") for m in METRICS + COMPARISON_ONLY}
+HIGHER_IS_BETTER = {m: m.startswith(("delta_pearson", "r2_")) for m in METRICS + COMPARISON_ONLY}
 SPLIT_LABELS = {"cells": "held-out cells", "perturbations": "held-out perturbations", "group": "held-out group"}
 
 
@@ -214,11 +224,15 @@ def score_prediction(
 ) -> dict[str, float]:
     """All metrics of one method on one perturbation (see the module docstring); top-k keys name ``k``."""
     d = M.delta_metrics(X_ctrl, X_obs, prediction.cells, k=k)
+    wide = M.delta_metrics(X_ctrl, X_obs, prediction.cells, k=FIELD_TOP_K)
     out = {
         "delta_pearson_all": d.pearson_all,
         f"delta_pearson_top{k}": d.pearson_top_k,
+        f"delta_pearson_top{FIELD_TOP_K}": wide.pearson_top_k,
         "delta_mse_all": d.mse_all,
         f"delta_mse_top{k}": d.mse_top_k,
+        "r2_mean_all": M.mean_expression_r2(X_obs, prediction.cells),
+        f"r2_mean_top{FIELD_TOP_K}": M.mean_expression_r2(X_obs, prediction.cells, genes=wide.top_k_genes),
     }
     P_pc = np.asarray(pca.transform(prediction.cells), dtype=np.float64)
     O_pc = np.asarray(pca.transform(X_obs), dtype=np.float64)
@@ -241,6 +255,7 @@ def evaluate_dataset(
     n_pcs: int = 50,
     keep_examples: int = 2,
     split_label: str | None = None,
+    references: bool = True,
 ) -> EvaluationResult:
     """Score ``methods`` (default: :data:`experiments.evaluation.baselines.BASELINES`) on ``dataset``.
 
@@ -264,8 +279,13 @@ def evaluate_dataset(
         Keep the predictions of this many perturbations (those with most test cells) for plots.
     split_label
         Name of the split in the rows (default from the split kind).
+    references
+        Also score the reference rows ``latent-ceiling`` and ``oracle-controller``
+        (:mod:`experiments.evaluation.references`) where the perturbation has training cells.
     """
     methods = dict(BASELINES if methods is None else methods)
+    if references:
+        methods.update(REFERENCES)
     context = build_context(dataset, env_config=env_config, max_start_cells=max_start_cells, seed=seed)
     split = split_label or SPLIT_LABELS.get(dataset.split.kind, dataset.split.kind)
     names = sorted(context.start_rows)

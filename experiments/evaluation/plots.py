@@ -5,6 +5,7 @@
   and simulated trajectories of the best-available policy for one perturbation.
 * ``delta_top_genes.png``: observed vs predicted delta on that perturbation's top-20 DE genes.
 * ``metric_bars.png``: each method's mean ± 95% CI over seeds for the main metrics.
+* ``learning_curves.png``: return vs env steps of the trained methods (:mod:`experiments.evaluation.learning_curves`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from envs.dataset import PreparedDataset
 from experiments.evaluation.evaluate import HIGHER_IS_BETTER, EvaluationResult
+from experiments.evaluation.learning_curves import plot_learning_curves
 from experiments.evaluation.metrics import top_k_de_genes
 
 __all__ = ["plot_landscape", "plot_delta_top_genes", "plot_metric_bars", "write_figures"]
@@ -137,11 +139,15 @@ def plot_metric_bars(
     return Path(path)
 
 
-def write_figures(out: str | Path, dataset: PreparedDataset, result: EvaluationResult, rows) -> list[str]:
-    """Write the three PNGs into ``out``; returns their file names."""
+def write_figures(
+    out: str | Path, dataset: PreparedDataset, result: EvaluationResult, rows, runs: Sequence[dict[str, Any]] = ()
+) -> list[str]:
+    """Write the PNGs into ``out`` (learning curves where ``runs`` carry them); returns their file names."""
     out = Path(out)
-    return [
+    names = [
         plot_landscape(out / "landscape.png", dataset, result).name,
         plot_delta_top_genes(out / "delta_top_genes.png", dataset, result).name,
         plot_metric_bars(out / "metric_bars.png", rows).name,
     ]
+    curves = plot_learning_curves(out / "learning_curves.png", runs)
+    return names + ([curves.name] if curves is not None else [])

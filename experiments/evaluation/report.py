@@ -19,14 +19,16 @@ from experiments.evaluation.evaluate import COMPARISON_ONLY, HIGHER_IS_BETTER, M
 
 __all__ = ["CONVENTIONS", "summarize", "paired_difference", "render_tables", "render_report", "METHOD_ORDER"]
 
-METHOD_ORDER = ("control-mean", "train-mean", "perturbation-mean", "ridge", "drift (a=0)", "PPO-only",
-                "TRPO-only", "stage-1 PPO", "TRPO->PPO")
+METHOD_ORDER = ("control-mean", "train-mean", "perturbation-mean", "ridge", "drift (a=0)", "latent-ceiling",
+                "oracle-controller", "PPO-only", "TRPO-only", "stage-1 PPO", "TRPO->PPO")
 
 CONVENTIONS = {
     "delta": "mean(pred) - mean(start controls) vs mean(observed test cells) - mean(start controls), log-normalized HVGs",
     "start_controls": "training control cells (<= max_start_cells, seeded subsample); group split: the held-out "
                       "group's control cells",
     "top20": "20 genes with the largest observed |delta| (chosen from observed data only)",
+    "top100": "the same with 100 genes (all genes when fewer), as scPerturBench reports delta Pearson",
+    "r2_mean": "scGen's R^2: squared Pearson of per-gene mean expression, predicted vs observed (not deltas)",
     "e_distance": "squared energy distance, Euclidean, V-statistic, fixed PCA of training cells (<= 50 PCs)",
     "wasserstein2": "exact W2 (POT emd2, squared-Euclidean cost, uniform weights) in the same PCA",
     "dtw": "tslearn DTW between simulated mean trajectory and observed pseudotime-binned mean trajectory (PCA)",
@@ -114,7 +116,14 @@ def _verdicts(rows, split: str) -> list[str]:
     lines = []
     present = {r["method"] for r in rows if r["split"] == split}
     for a, b, title in (("TRPO->PPO", "train-mean", "TRPO -> PPO vs the train-mean baseline"),
+                        ("TRPO->PPO", "perturbation-mean", "TRPO -> PPO vs the perturbation-mean baseline"),
+                        ("TRPO->PPO", "ridge", "TRPO -> PPO vs the ridge baseline"),
                         ("TRPO->PPO", "control-mean", "TRPO -> PPO vs the control-mean baseline (no change)"),
+                        ("latent-ceiling", "perturbation-mean", "Representation gap: latent-ceiling vs "
+                         "perturbation-mean (what the latent space and decoder can express)"),
+                        ("TRPO->PPO", "latent-ceiling", "Control gap: TRPO -> PPO vs latent-ceiling (what learning "
+                         "leaves on the table)"),
+                        ("TRPO->PPO", "oracle-controller", "TRPO -> PPO vs the scripted oracle controller"),
                         ("TRPO->PPO", "PPO-only", "Ablation: TRPO-init PPO vs random-init PPO at equal env steps")):
         if a not in present or b not in present:
             continue
@@ -198,7 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     path = Path(args.metrics)
     payload = json.loads(path.read_text())
-    figures = [f for f in ("landscape.png", "delta_top_genes.png", "metric_bars.png") if (path.parent / f).exists()]
+    figures = [f for f in ("landscape.png", "delta_top_genes.png", "metric_bars.png", "learning_curves.png")
+               if (path.parent / f).exists()]
     text = render_report(payload["rows"], runs=payload.get("runs", ()), command=payload.get("command"), figures=figures)
     (path.parent / "report.md").write_text(text)
     print(path.parent / "report.md")

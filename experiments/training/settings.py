@@ -39,7 +39,11 @@ class TwoStageSettings:
         obs columns (cell type, donor, batch) within whose combinations control cells are paired
         with perturbed cells; a group split's ``group_key`` is always one of them.
     trpo_iters, ppo_iters, seed
-        Iterations of each stage (``train_batch_size`` env steps each) and the seed of everything.
+        Iterations of each stage (``train_batch_size`` env steps each; the most when a plateau
+        stops a stage first) and the seed of everything.
+    plateau_patience, plateau_min_delta
+        A stage stops once the mean of its last 5 returns has not risen by ``plateau_min_delta``
+        for ``plateau_patience`` iterations (0: never; run every iteration).
     kl_radius, clip_param
         The two swept hyperparameters: TRPO's KL trust-region radius and PPO's clip.
     train_batch_size, num_env_runners, num_envs_per_env_runner, gamma, lambda_
@@ -76,6 +80,8 @@ class TwoStageSettings:
     trpo_iters: int = 40
     ppo_iters: int = 40
     seed: int = 0
+    plateau_patience: int = 0
+    plateau_min_delta: float = 0.01
     # the two swept hyperparameters
     kl_radius: float = 0.01
     clip_param: float = 0.2
@@ -131,6 +137,9 @@ class TwoStageSettings:
             _check_int(self, key, minimum=1)
         _check_int(self, "num_env_runners", minimum=0)
         _check_int(self, "max_num_env_runner_restarts", minimum=0)
+        _check_int(self, "plateau_patience", minimum=0)
+        if _check_number(self, "plateau_min_delta") < 0:
+            raise SettingsError(f"plateau_min_delta must be >= 0, got {self.plateau_min_delta!r}.")
         _check_int(self, "seed", minimum=None)
         for key in ("ppo_lr", "vf_lr"):
             _check_positive_number(self, key)

@@ -38,7 +38,7 @@ from experiments.training.settings import CELLSTATE_ENV, TwoStageSettings, resol
 __all__ = ["run_two_stage", "train_ppo_only", "read_checkpoint_state", "jsonable", "STAGE1_SUMMARY_FIELDS"]
 
 #: Stage-1 summary fields, stored as ``stage1_<field>`` (and ``trpo_<field>`` when TRPO ran).
-STAGE1_SUMMARY_FIELDS = ("final_return", "returns", "wall_s", "weight_change_l2", "env_steps")
+STAGE1_SUMMARY_FIELDS = ("final_return", "returns", "curve", "iterations", "wall_s", "weight_change_l2", "env_steps")
 
 _RESULT_KEYS = {
     "episode_return_mean": ("env_runners", "episode_return_mean"),
@@ -63,6 +63,10 @@ class StageProgress:
     ----------
     returns
         Finite mean episode returns, one per iteration that had finished episodes.
+    curve
+        ``[env steps sampled so far, return]`` of those iterations: the learning curve.
+    iterations
+        Iterations run (fewer than asked when the return plateaued first).
     score
         The latest finite return, carried over NaN iterations and across the stage boundary;
         what schedulers and the best-trial choice compare.
@@ -78,6 +82,8 @@ class StageProgress:
 
     score: float
     returns: list[float] = field(default_factory=list)
+    curve: list[list[float]] = field(default_factory=list)
+    iterations: int = 0
     weight_change_l2: float = 0.0
     env_steps: float | None = None
     wall_s: float = 0.0
@@ -108,29 +114,57 @@ def _flat_metrics(result: dict) -> dict[str, Any]:
     return out
 
 
-def run_stage(
-    algo, iterations: int, *, score: float, started: float, **labels: Any
-) -> Generator[dict[str, Any], None, StageProgress]:
-    """Train ``algo`` for ``iterations``; yield every iteration's metrics but the last, return the progress.
+class Plateau:
+    """Stop when the smoothed return has not improved by ``min_delta`` for ``patience`` iterations.
 
-    The caller adds the stage's checkpoint and summary to ``progress.last_metrics`` and yields it.
+    The smoothed return is the mean of the last ``window`` finite returns. ``patience=0`` never stops.
+    """
+
+    def __init__(self, patience: int, min_delta: float, window: int = 5):
+        self.patience, self.min_delta, self.window = patience, min_delta, window
+        self.best = -math.inf
+        self.since_best = 0
+
+    def update(self, returns: list[float]) -> bool:
+        """Record one iteration; True when the stage should stop."""
+        if self.patience <= 0 or len(returns) < self.window:
+            return False
+        smoothed = float(np.mean(returns[-self.window:]))
+        if smoothed > self.best + self.min_delta:
+            self.best, self.since_best = smoothed, 0
+        else:
+            self.since_best += 1
+        return self.since_best >= self.patience
+
+
+def run_stage(
+    algo, iterations: int, *, score: float, started: float, plateau: Plateau | None = None, **labels: Any
+) -> Generator[dict[str, Any], None, StageProgress]:
+    """Train ``algo`` for ``iterations`` (or until ``plateau`` says stop); yield every iteration but the last.
+
+    Returns the stage's progress; the caller adds the stage's checkpoint and summary to
+    ``progress.last_metrics`` and yields it.
     """
     progress = StageProgress(score=score)
+    plateau = plateau or Plateau(patience=0, min_delta=0.0)
     weights_before = handoff.policy_weights(algo)
     for iteration in range(1, iterations + 1):
         result = algo.train()
         metrics = _flat_metrics(result)
+        progress.env_steps = metrics.get("num_env_steps_sampled_lifetime", progress.env_steps)
         ret = metrics.get("episode_return_mean")
         if ret is not None and math.isfinite(ret):
             progress.returns.append(float(ret))
+            progress.curve.append([float(progress.env_steps or 0.0), float(ret)])
             progress.score = float(ret)
-        progress.env_steps = metrics.get("num_env_steps_sampled_lifetime", progress.env_steps)
+        progress.iterations = iteration
+        stop = plateau.update(progress.returns) if ret is not None and math.isfinite(ret) else False
         metrics.update(score=progress.score, time_this_iter_s=float(result.get("time_this_iter_s", 0.0)),
                        stage_iteration=iteration, **labels)
-        if iteration < iterations:
-            yield metrics
-        else:
+        if stop or iteration == iterations:
             progress.last_metrics = metrics
+            break
+        yield metrics
     progress.weight_change_l2 = handoff.weight_change_l2(weights_before, handoff.policy_weights(algo))
     progress.wall_s = time.perf_counter() - started
     return progress
@@ -217,7 +251,7 @@ def _run_stage1(
         obs = handoff.fixed_observations(_observation_space(algo), n=settings.handoff_num_obs,
                                          seed=settings.seed + 12345)
         progress = yield from run_stage(algo, settings.trpo_iters, score=score, started=started,
-                                        stage="trpo", **labels)
+                                        plateau=_plateau(settings), stage="trpo", **labels)
         reference = handoff.learner_action_dist_inputs(algo, obs)
         summary = stage1_summary(algorithm, progress)
         ckpt = _save_stage(algo, work_dir, "stage1", {"stage_done": "trpo", "stage1": summary,
@@ -250,7 +284,8 @@ def _run_stage2(
     algo = config.build_algo()
     try:
         measured = _measure_handoff(algo, stage1)
-        progress = yield from run_stage(algo, settings.ppo_iters, score=score, started=started, stage="ppo",
+        progress = yield from run_stage(algo, settings.ppo_iters, score=score, started=started,
+                                        plateau=_plateau(settings), stage="ppo",
                                         handoff_max_abs_diff=measured["handoff_max_abs_diff"], **labels)
         summary = {
             **stage1.summary,
@@ -258,6 +293,8 @@ def _run_stage2(
             "ppo_wall_s": progress.wall_s,
             "ppo_final_return": progress.final_return,
             "ppo_returns": progress.returns,
+            "ppo_curve": progress.curve,
+            "ppo_iterations": progress.iterations,
             "ppo_weight_change_l2": progress.weight_change_l2,
             "kl_radius": settings.kl_radius,
             "clip_param": settings.clip_param,
@@ -274,6 +311,10 @@ def _run_stage2(
     last.update({k: v for k, v in summary.items() if not isinstance(v, list)})
     last.update(summary=jsonable(summary), checkpoint_dir=str(ckpt))
     yield last
+
+
+def _plateau(settings: TwoStageSettings) -> Plateau:
+    return Plateau(settings.plateau_patience, settings.plateau_min_delta)
 
 
 def _observation_space(algo):
@@ -376,14 +417,17 @@ def train_ppo_only(
     started = time.perf_counter()
     algo = build_stage2_config(settings, None, data).build_algo()
     try:
-        progress = _drain(run_stage(algo, n_iter, score=float("nan"), started=started, stage="ppo_only"))
+        progress = _drain(run_stage(algo, n_iter, score=float("nan"), started=started, plateau=_plateau(settings),
+                                    stage="ppo_only"))
         summary = {
             "algorithm": "ppo",
             "init": "random",
-            "iterations": n_iter,
+            "iterations": progress.iterations,
+            "max_iterations": n_iter,
             "env_steps": progress.env_steps,
             "final_return": progress.final_return,
             "returns": progress.returns,
+            "curve": progress.curve,
             "weight_change_l2": progress.weight_change_l2,
             "wall_s": progress.wall_s,
         }

@@ -29,7 +29,13 @@ Conventions (the same ones the README states):
   only; a do-nothing policy wins it.
 """
 
-from experiments.evaluation.metrics.deltas import DeltaMetrics, delta_metrics, pearson_or_zero, top_k_de_genes
+from experiments.evaluation.metrics.deltas import (
+    DeltaMetrics,
+    delta_metrics,
+    mean_expression_r2,
+    pearson_or_zero,
+    top_k_de_genes,
+)
 from experiments.evaluation.metrics.distances import DistanceResult, e_distance, wasserstein2
 from experiments.evaluation.metrics.inputs import E_DISTANCE_MAX_CELLS, W2_MAX_EXACT, W2_NUM_ITER_MAX, fixed_pca
 from experiments.evaluation.metrics.trajectories import (
@@ -51,6 +57,7 @@ __all__ = [
     "dtw_distance",
     "e_distance",
     "fixed_pca",
+    "mean_expression_r2",
     "paper_start_end_metric",
     "pearson_or_zero",
     "top_k_de_genes",

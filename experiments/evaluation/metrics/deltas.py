@@ -203,3 +203,18 @@ def delta_metrics(
         de_method=de_method,
         top_k_names=None if gene_names is None else tuple(str(gene_names[i]) for i in top),
     )
+
+
+def mean_expression_r2(X_obs: Any, X_pred: Any, *, genes: np.ndarray | None = None) -> float:
+    """scGen's convention: R^2 = squared Pearson of the per-gene *mean expression* (not of deltas).
+
+    ``pearson(mean(X_pred), mean(X_obs))^2`` over all genes or over ``genes`` (indices). It is
+    high even for a do-nothing prediction whenever control and perturbed means are alike, so it
+    is reported next to the delta metrics for comparison with published numbers, never alone.
+    """
+    O = as_matrix("X_obs", X_obs)
+    P = as_matrix("X_pred", X_pred, n_cols=O.shape[1], cols_of="X_obs")
+    mu_o, mu_p = O.mean(axis=0), P.mean(axis=0)
+    if genes is not None:
+        mu_o, mu_p = mu_o[genes], mu_p[genes]
+    return pearson_or_zero(mu_p, mu_o) ** 2
