@@ -43,3 +43,17 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"waddington {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # one line, no traceback; a subcommand sets ``args.resume_hint`` once it has something to resume
+        _stop_ray()
+        hint = getattr(args, "resume_hint", None)
+        print(f"waddington {args.command}: interrupted" + (f"; resume with `{hint}`" if hint else ""),
+              file=sys.stderr)
+        return 130
+
+
+def _stop_ray() -> None:
+    """Shut down the Ray this process started or joined, so no worker outlives an interrupt."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
