@@ -203,6 +203,7 @@ def prepare_dataset(
     min_cells: int = 20,
     ignore_values: Sequence[str] = (),
     covariate_keys: Sequence[str] = (),
+    input_kind: str = "counts",
     max_pair_cells: int = 1000,
     seed: int = 0,
     verbose: bool = False,
@@ -232,6 +233,10 @@ def prepare_dataset(
         Fewest cells allowed in any group.
     ignore_values
         Labels to drop before anything else (e.g. ``"unassigned"``).
+    input_kind
+        ``"counts"`` (raw counts; normalized and log1p'd here) or ``"log-normalized"`` (used as is,
+        for files that ship only log-normalized expression); data that do not look as declared
+        are refused.
     covariate_keys
         obs columns (cell type, donor, batch) whose combinations are strata: control cells are
         OT-paired with perturbed cells of their own stratum only (:func:`envs.pairing.stratified_ot_pairs`),
@@ -262,6 +267,7 @@ def prepare_dataset(
         layer=layer,
         require_counts=True,
         ignore_values=ignore_values,
+        input_kind=input_kind,
     )
     labels_all = adata.obs[perturbation_key].astype(str).to_numpy()
     keep = ~np.isin(labels_all, list(ignore_values))
@@ -284,7 +290,7 @@ def prepare_dataset(
     log(f"split '{cell_split.kind}': {cell_split.train.sum()} train / {cell_split.test.sum()} test cells")
     space, latent, expression = preprocess(
         adata, fit_mask=cell_split.train, n_latent=n_latent, n_top_features=n_top_genes, modality=modality,
-        layer=layer, seed=seed,
+        layer=layer, normalize=input_kind == "counts", seed=seed,
     )
     log(f"latent space: {space.n_latent} dims from {len(space.feature_names)} {modality} features")
     n_groups = len(set(labels[cell_split.train]))
@@ -309,7 +315,7 @@ def prepare_dataset(
         expression=expression,
         truth=_jsonable(truth) if truth is not None else None,
         meta={"source": source, "perturbation_key": perturbation_key, "seed": seed, "modality": modality,
-              "covariate_keys": covariate_keys},
+              "covariate_keys": covariate_keys, "input_kind": input_kind},
     )
 
 

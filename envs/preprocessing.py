@@ -98,6 +98,7 @@ def preprocess(
     n_top_features: int = 2000,
     modality: Modality = "rna",
     layer: str | None = None,
+    normalize: bool = True,
     seed: int = 0,
 ) -> tuple[LatentSpace, np.ndarray, sp.csr_matrix]:
     """Fit the latent space on ``fit_mask`` cells and project every cell.
@@ -116,6 +117,9 @@ def preprocess(
         ``"rna"`` or ``"atac"``.
     layer
         Layer with raw counts; ``None`` uses ``adata.X``.
+    normalize
+        RNA only: ``normalize_total`` + ``log1p`` first (raw counts); False for data that are
+        already log-normalized.
     seed
         Random state for the SVD solvers.
 
@@ -128,7 +132,8 @@ def preprocess(
     work = ad.AnnData(X=sp.csr_matrix(counts_matrix(adata, layer=layer), dtype=np.float32), var=adata.var[[]].copy())
     work.var_names = adata.var_names.astype(str)
     if modality == "rna":
-        _normalize_rna(work)
+        if normalize:
+            _normalize_rna(work)
         n_keep = min(n_top_features, work.n_vars)
         fit_view = work[fit_mask]
         if n_keep < work.n_vars:

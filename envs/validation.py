@@ -66,6 +66,27 @@ def counts_matrix(adata: ad.AnnData, *, layer: str | None = None):
     return adata.layers[layer]
 
 
+#: What ``adata.X`` (or the layer) may hold.
+INPUT_KINDS = ("counts", "log-normalized")
+# log1p of counts normalized to 1e4-1e6 per cell stays far below this; raw counts of a deep
+# cell exceed it.
+_LOG_NORMALIZED_MAX = 20.0
+
+
+def _check_log_normalized(values: np.ndarray) -> None:
+    if values.size and _all_integers(values):
+        raise DataValidationError(
+            "input_kind='log-normalized' was declared, but every value is an integer: these look like raw "
+            "counts. Use input_kind='counts' (the default; the recipe normalizes and log1p's them itself)."
+        )
+    if values.size and values.max() > _LOG_NORMALIZED_MAX:
+        raise DataValidationError(
+            f"input_kind='log-normalized' was declared, but the largest value is {values.max():.3g} "
+            f"(log1p-normalized data stay below {_LOG_NORMALIZED_MAX:g}): these are neither log-normalized "
+            "nor raw counts as declared. Pass layer=<the log-normalized or raw-count layer>."
+        )
+
+
 def _values(matrix) -> np.ndarray:
     return matrix.data if sp.issparse(matrix) else np.asarray(matrix).ravel()
 
@@ -87,6 +108,7 @@ def validate_perturbation_data(
     layer: str | None = None,
     require_counts: bool = True,
     ignore_values: Sequence[str] = (),
+    input_kind: str = "counts",
 ) -> None:
     """Check that an AnnData can define perturbation episodes; raise one clear error if not.
 
@@ -108,6 +130,9 @@ def validate_perturbation_data(
         Whether values must be non-negative integers (raw counts).
     ignore_values
         Labels in ``perturbation_key`` to leave out (e.g. ``"unassigned"``).
+    input_kind
+        ``"counts"`` (raw counts) or ``"log-normalized"`` (``log1p`` of library-size-normalized
+        counts, as many published perturbation ``.h5ad`` files ship): the data must look like it.
     """
     if adata.n_obs == 0:
         raise DataValidationError("The AnnData has no cells (n_obs == 0).")
@@ -153,6 +178,11 @@ def validate_perturbation_data(
             f"The expression matrix has negative values (min {values.min():.3g}); raw counts are required. "
             "Pass layer=<name of the raw-count layer> if adata.X holds scaled data."
         )
+    if input_kind not in INPUT_KINDS:
+        raise DataValidationError(f"input_kind must be one of {list(INPUT_KINDS)}, got {input_kind!r}.")
+    if input_kind == "log-normalized":
+        _check_log_normalized(values)
+        return
     if require_counts and values.size and not _all_integers(values):
         hint = f"Layers present: {sorted(adata.layers.keys())}. " if len(adata.layers) else ""
         raise DataValidationError(

@@ -94,3 +94,23 @@ def test_split_errors():
         prepare_dataset(adata, split="perturbations", holdout=["A", "B"], **KEYS)
     with pytest.raises(DataValidationError, match="group_key 'cell_type' not found"):
         prepare_dataset(adata, split="group", group_key="cell_type", holdout=["T"], **KEYS)
+
+
+def test_log_normalized_input_is_used_as_declared():
+    adata = tiny_counts_adata()
+    counts = prepare_dataset(adata.copy(), **KEYS)
+    logged = adata.copy()
+    import scanpy as sc
+
+    sc.pp.normalize_total(logged, target_sum=1e4)
+    sc.pp.log1p(logged)
+    declared = prepare_dataset(logged, input_kind="log-normalized", **KEYS)
+    # the same log-normalized expression either way: the recipe skips only its own normalization
+    np.testing.assert_allclose(declared.expression.toarray(), counts.expression.toarray(), rtol=1e-5, atol=1e-5)
+    assert declared.meta["input_kind"] == "log-normalized"
+    with pytest.raises(DataValidationError, match="look like raw counts"):
+        prepare_dataset(adata, input_kind="log-normalized", **KEYS)
+    scaled = adata.copy()
+    scaled.X = scaled.X * 10.5
+    with pytest.raises(DataValidationError, match="neither log-normalized nor raw counts"):
+        prepare_dataset(scaled, input_kind="log-normalized", **KEYS)

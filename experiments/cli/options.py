@@ -37,6 +37,7 @@ OPTION_TO_SETTING = {
     "control_value": "control_value",
     "ignore": "ignore_values",
     "layer": "layer",
+    "input_kind": "input_kind",
     "split": "split",
     "holdout": "holdout",
     "group_key": "group_key",
@@ -63,12 +64,14 @@ def add_ray_options(group) -> None:
 def add_data_options(parser: argparse.ArgumentParser, *, data_help: str) -> None:
     """The data options every command that reads data shares (YAML: the same keys, snake_case)."""
     g = parser.add_argument_group("data (YAML keys: data, perturbation_key, control_value, ignore_values, layer, "
-                                  "n_latent, split, holdout, group_key, covariate_keys, test_fraction)")
+                                  "input_kind, n_latent, split, holdout, group_key, covariate_keys, test_fraction)")
     g.add_argument("--data", help=data_help)
     g.add_argument("--perturbation-key", help="obs column with perturbation labels (real data)")
     g.add_argument("--control-value", help="control label in that column (real data)")
     g.add_argument("--ignore", type=csv_list, metavar="A,B", help="labels to drop first, e.g. unassigned (default: none)")
-    g.add_argument("--layer", help="layer holding raw counts (default: X)")
+    g.add_argument("--layer", help="layer holding the expression (default: X)")
+    g.add_argument("--input-kind", choices=["counts", "log-normalized"], help="what X (or --layer) holds: raw "
+                   "counts (default; normalized and log1p'd here) or log-normalized expression (used as is)")
     g.add_argument("--n-latent", type=int, help="latent dimension (default 8)")
     g.add_argument("--split", choices=["cells", "perturbations", "group"], help="held-out cells (default), "
                    "perturbations (--holdout A,B) or group (--group-key KEY --holdout VALUE)")

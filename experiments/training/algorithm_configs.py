@@ -46,6 +46,7 @@ def dataset_options(settings: TwoStageSettings) -> dict[str, Any]:
         group_key=settings.group_key,
         test_fraction=settings.test_fraction,
         layer=settings.layer,
+        input_kind=settings.input_kind,
         ignore_values=list(settings.ignore_values),
         covariate_keys=list(settings.covariate_keys),
     )

@@ -30,8 +30,9 @@ class TwoStageSettings:
     data, perturbation_key, control_value, n_latent
         The CellState data: ``"synthetic"``, an ``.h5ad`` path or a prepared-dataset directory;
         the obs column of perturbation labels and its control label; the latent dimension.
-    ignore_values, layer
-        Labels dropped before anything else (e.g. ``unassigned``); the layer holding raw counts.
+    ignore_values, layer, input_kind
+        Labels dropped before anything else (e.g. ``unassigned``); the layer holding the
+        expression; ``"counts"`` (raw) or ``"log-normalized"`` (used as is).
     split, holdout, group_key, test_fraction
         The split (:func:`envs.splits.make_split`): ``"cells"``, ``"perturbations"`` (``holdout``
         names them) or ``"group"`` (``group_key`` column, ``holdout`` its one held-out value).
@@ -71,6 +72,7 @@ class TwoStageSettings:
     n_latent: int = 8
     ignore_values: list[str] = field(default_factory=list)
     layer: str | None = None
+    input_kind: str = "counts"
     split: str = "cells"
     holdout: list[str] = field(default_factory=list)
     group_key: str | None = None
@@ -162,6 +164,8 @@ class TwoStageSettings:
             value = getattr(self, key)
             if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
                 raise SettingsError(f"{key} must be a list of strings, got {value!r}.")
+        if self.input_kind not in ("counts", "log-normalized"):
+            raise SettingsError(f"input_kind must be 'counts' or 'log-normalized', got {self.input_kind!r}.")
         if self.split not in ("cells", "perturbations", "group"):
             raise SettingsError(f"split must be 'cells', 'perturbations' or 'group', got {self.split!r}.")
         # messages name the CLI flags; the YAML keys are the same words in snake_case
