@@ -25,7 +25,7 @@ import scipy.sparse as sp
 from envs.landscape import CellLandscape
 from envs.pairing import stratified_ot_pairs
 from envs.perturbation_features import PerturbationFeaturizer
-from envs.preprocessing import LatentSpace, Modality, preprocess
+from envs.preprocessing import BasisOptions, LatentSpace, Modality, preprocess
 from envs.splits import Split, SplitKind, make_split
 from envs.synthetic import (
     SYNTHETIC_CONTROL_VALUE,
@@ -204,6 +204,9 @@ def prepare_dataset(
     ignore_values: Sequence[str] = (),
     covariate_keys: Sequence[str] = (),
     input_kind: str = "counts",
+    response_energy: float = 0.9,
+    max_response_dims: int = 16,
+    target_gene_axes: bool = True,
     max_pair_cells: int = 1000,
     seed: int = 0,
     verbose: bool = False,
@@ -220,7 +223,13 @@ def prepare_dataset(
     split, holdout, group_key, test_fraction
         See :func:`envs.splits.make_split`.
     n_latent
-        Latent dimension.
+        Cell principal components of the latent space; the latent dimension is this plus the
+        axes that make responses expressible (below).
+    response_energy, max_response_dims, target_gene_axes
+        Widen the basis (:mod:`envs.latent_basis`): the fewest principal directions of the
+        training perturbations' mean changes that keep ``response_energy`` of them (at least one
+        when there are any, at most ``max_response_dims``; ``response_energy=0`` adds none), and,
+        with ``target_gene_axes``, the axis of every panel gene a perturbation label names.
     n_top_genes
         Highly variable genes (or most accessible peaks) kept.
     n_wells
@@ -288,11 +297,13 @@ def prepare_dataset(
         seed=seed,
     )
     log(f"split '{cell_split.kind}': {cell_split.train.sum()} train / {cell_split.test.sum()} test cells")
+    basis = BasisOptions(labels, control_value, response_energy=response_energy,
+                         max_response_dims=max_response_dims, target_gene_axes=target_gene_axes)
     space, latent, expression = preprocess(
         adata, fit_mask=cell_split.train, n_latent=n_latent, n_top_features=n_top_genes, modality=modality,
-        layer=layer, normalize=input_kind == "counts", seed=seed,
+        layer=layer, normalize=input_kind == "counts", basis=basis, seed=seed,
     )
-    log(f"latent space: {space.n_latent} dims from {len(space.feature_names)} {modality} features")
+    log(f"latent space: {space.n_latent} dims ({basis.added}) from {len(space.feature_names)} {modality} features")
     n_groups = len(set(labels[cell_split.train]))
     landscape = CellLandscape.fit(
         latent[cell_split.train], n_wells=n_wells or min(32, 3 * n_groups), reg_covar=0.05, seed=seed
@@ -315,7 +326,7 @@ def prepare_dataset(
         expression=expression,
         truth=_jsonable(truth) if truth is not None else None,
         meta={"source": source, "perturbation_key": perturbation_key, "seed": seed, "modality": modality,
-              "covariate_keys": covariate_keys, "input_kind": input_kind},
+              "covariate_keys": covariate_keys, "input_kind": input_kind, "basis": basis.added},
     )
 
 

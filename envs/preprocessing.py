@@ -10,7 +10,7 @@ never shape the space they are judged in; every cell is then projected with the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import anndata as ad
@@ -19,11 +19,45 @@ import scanpy as sc
 import scipy.sparse as sp
 from sklearn.decomposition import TruncatedSVD
 
+from envs.latent_basis import response_deltas, widen_basis
 from envs.validation import counts_matrix
 
-__all__ = ["LatentSpace", "preprocess"]
+__all__ = ["BasisOptions", "LatentSpace", "preprocess"]
 
 Modality = Literal["rna", "atac"]
+
+
+@dataclass
+class BasisOptions:
+    """How the cell PCs are widened (see :mod:`envs.latent_basis`).
+
+    Attributes
+    ----------
+    labels, control_value
+        Perturbation label of every cell (all cells, not only the fitted ones) and the control label.
+    response_energy, max_response_dims
+        Share of the training responses' energy the basis keeps, and the most directions added for it.
+    target_gene_axes
+        Add the unit axis of every panel gene a label names.
+    """
+
+    labels: np.ndarray
+    control_value: str
+    response_energy: float = 0.9
+    max_response_dims: int = 16
+    target_gene_axes: bool = True
+    added: dict = field(default_factory=dict)
+
+    def widen(self, components: np.ndarray, fit_rows, feature_names: np.ndarray, fit_mask: np.ndarray) -> np.ndarray:
+        """The widened orthonormal basis; what was added is kept in ``self.added``."""
+        names = {str(name): i for i, name in enumerate(feature_names)}
+        labels = np.asarray(self.labels).astype(str)
+        axes = sorted({names[label] for label in set(labels) - {self.control_value} if label in names}) \
+            if self.target_gene_axes else []
+        deltas = response_deltas(fit_rows, labels[fit_mask], self.control_value)
+        basis, self.added = widen_basis(components, deltas, gene_axes=axes, energy=self.response_energy,
+                                        max_dims=self.max_response_dims)
+        return basis
 
 
 @dataclass
@@ -99,6 +133,7 @@ def preprocess(
     modality: Modality = "rna",
     layer: str | None = None,
     normalize: bool = True,
+    basis: BasisOptions | None = None,
     seed: int = 0,
 ) -> tuple[LatentSpace, np.ndarray, sp.csr_matrix]:
     """Fit the latent space on ``fit_mask`` cells and project every cell.
@@ -120,6 +155,9 @@ def preprocess(
     normalize
         RNA only: ``normalize_total`` + ``log1p`` first (raw counts); False for data that are
         already log-normalized.
+    basis
+        Labels and rules that widen the ``n_latent`` cell PCs so responses are expressible
+        (:mod:`envs.latent_basis`); None keeps the cell PCs alone.
     seed
         Random state for the SVD solvers.
 
@@ -166,6 +204,8 @@ def preprocess(
         feature_mean = np.zeros(expression.shape[1])
     else:
         raise ValueError(f"modality must be 'rna' or 'atac', got {modality!r}.")
+    if basis is not None:
+        components = basis.widen(components, fit_rows, names, fit_mask)
     unscaled = LatentSpace(components, feature_mean, 1.0, names, modality)
     scale = float(np.sqrt(np.mean(unscaled.encode(fit_rows).var(axis=0))))
     del fit_rows

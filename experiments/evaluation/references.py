@@ -9,8 +9,9 @@
   box) rolled through the same env dynamics, noise included. The gap latent-ceiling -> oracle is
   what the dynamics cost; oracle -> TRPO -> PPO is the *control gap* of learning.
 
-Both need training cells of the perturbation, so neither exists for an unseen perturbation
-(the predictor raises ``KeyError`` and the row is omitted there).
+Both need training cells of the perturbation in the start cells' covariate combination, so
+neither exists for an unseen perturbation or a held-out group (the predictor raises ``KeyError``
+and the row is omitted there: landing on other cell types' cells would be no ceiling).
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ def paired_training_targets(context: EvalContext, perturbation: str) -> np.ndarr
         if len(targets) == 0:
             raise KeyError(f"{perturbation!r} has no training cells: no paired targets.")
         starts = context.start_rows[perturbation]
+        strata = dataset.covariates
+        if strata is not None and not np.isin(strata[starts], strata[targets]).any():
+            # e.g. a held-out cell type: no training cell of its own kind to land on
+            raise KeyError(f"{perturbation!r} has no training cells in the start cells' covariate combination.")
         pairs = stratified_ot_pairs(dataset.latent, starts, targets, dataset.covariates,
                                     max_cells=max(len(starts), len(targets)), rng=np.random.default_rng(0))
         partner = {}
