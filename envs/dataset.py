@@ -54,6 +54,7 @@ class PreparedDataset:
     pairs: dict[str, np.ndarray]  # training perturbation -> (k, 3) [control cell, target cell, weight]
     groups: np.ndarray | None = None
     covariates: np.ndarray | None = None  # per cell: its covariate combination (pairs are formed within it)
+    obs_names: np.ndarray | None = None  # the input's cell names (after ignore_values)
     expression: sp.csr_matrix | None = None  # processed expression of the kept genes
     truth: dict[str, Any] | None = None  # synthetic ground truth
     meta: dict[str, Any] = field(default_factory=dict)
@@ -107,6 +108,8 @@ class PreparedDataset:
                 arrays["groups"] = self.groups.astype(str)
             if self.covariates is not None:
                 arrays["covariates"] = self.covariates.astype(str)
+            if self.obs_names is not None:
+                arrays["obs_names"] = self.obs_names.astype(str)
             for name, pairs in self.pairs.items():
                 arrays[f"pairs::{name}"] = pairs
             np.savez_compressed(staging / _ARRAYS, **arrays)
@@ -180,6 +183,7 @@ def load_dataset(path: str | Path) -> PreparedDataset:
         pairs={key.split("::", 1)[1]: arrays[key] for key in arrays if key.startswith("pairs::")},
         groups=arrays.get("groups"),
         covariates=arrays.get("covariates"),
+        obs_names=arrays.get("obs_names"),
         expression=expression,
         truth=meta.get("truth"),
         meta=meta.get("meta", {}),
@@ -265,7 +269,8 @@ def prepare_dataset(
             print(f"[prepare {time.perf_counter() - started:6.1f}s] {message}", flush=True)
 
     adata, source, perturbation_key, control_value = _load(data, perturbation_key, control_value, seed)
-    truth = adata.uns.get("truth") if source == "synthetic" else None
+    truth = adata.uns.get("truth")  # the synthetic generator's known truth (also in an AnnData made by it)
+    truth = truth if isinstance(truth, dict) and "conditions" in truth else None
     log(f"loaded {source}: {adata.n_obs} cells x {adata.n_vars} features")
     validate_perturbation_data(
         adata,
@@ -323,6 +328,7 @@ def prepare_dataset(
         pairs=pairs,
         groups=groups,
         covariates=covariates,
+        obs_names=adata.obs_names.astype(str).to_numpy(),
         expression=expression,
         truth=_jsonable(truth) if truth is not None else None,
         meta={"source": source, "perturbation_key": perturbation_key, "seed": seed, "modality": modality,

@@ -51,6 +51,9 @@ class TwoStageSettings:
         Sampling, shared by both stages.
     fcnet_hiddens
         Policy and value network sizes (shared: weights must be interchangeable).
+    initial_action_std
+        Action std a policy trained from random weights starts with (stage 1 and PPO-only;
+        stage 2 inherits stage 1's); None keeps RLlib's initial std of about 1.
     cg_iters, vf_lr
         TRPO's conjugate-gradient iterations and critic learning rate.
     ppo_lr, ppo_num_epochs, ppo_minibatch_size
@@ -95,6 +98,7 @@ class TwoStageSettings:
     lambda_: float = 0.95
     # model (shared by both stages)
     fcnet_hiddens: list[int] = field(default_factory=lambda: [64, 64])
+    initial_action_std: float | None = None
     # TRPO
     cg_iters: int = 10
     vf_lr: float = 1e-3
@@ -145,6 +149,8 @@ class TwoStageSettings:
         _check_int(self, "seed", minimum=None)
         for key in ("ppo_lr", "vf_lr"):
             _check_positive_number(self, key)
+        if self.initial_action_std is not None:
+            _check_positive_number(self, "initial_action_std")
         for key in ("gamma", "lambda_"):
             _check_number(self, key)
             if not 0 <= getattr(self, key) <= 1:

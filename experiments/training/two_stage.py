@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from algorithms import handoff
+from algorithms.exploration import set_initial_action_std
 from experiments.training.algorithm_configs import build_stage1_config, build_stage2_config, prepare_data
 from experiments.training.settings import CELLSTATE_ENV, TwoStageSettings, resolve_settings
 
@@ -248,6 +249,7 @@ def _run_stage1(
     started = time.perf_counter()
     algo = config.build_algo()
     try:
+        _start_exploration(algo, settings)
         obs = handoff.fixed_observations(_observation_space(algo), n=settings.handoff_num_obs,
                                          seed=settings.seed + 12345)
         progress = yield from run_stage(algo, settings.trpo_iters, score=score, started=started,
@@ -311,6 +313,12 @@ def _run_stage2(
     last.update({k: v for k, v in summary.items() if not isinstance(v, list)})
     last.update(summary=jsonable(summary), checkpoint_dir=str(ckpt))
     yield last
+
+
+def _start_exploration(algo, settings: TwoStageSettings) -> None:
+    """A policy trained from random weights (stage 1, PPO-only) starts from the same action std."""
+    if settings.initial_action_std is not None:
+        set_initial_action_std(algo, settings.initial_action_std)
 
 
 def _plateau(settings: TwoStageSettings) -> Plateau:
@@ -417,6 +425,7 @@ def train_ppo_only(
     started = time.perf_counter()
     algo = build_stage2_config(settings, None, data).build_algo()
     try:
+        _start_exploration(algo, settings)
         progress = _drain(run_stage(algo, n_iter, score=float("nan"), started=started, plateau=_plateau(settings),
                                     stage="ppo_only"))
         summary = {
