@@ -81,11 +81,11 @@ class TwoStageSettings:
     group_key: str | None = None
     test_fraction: float = 0.2
     covariate_keys: list[str] = field(default_factory=list)
-    # schedule: 40 + 40 iterations take ~40 s on 2 quiet cores and roughly double the return of 10 + 10
+    # schedule: at most 40 TRPO + 100 PPO iterations, each stage ends earlier on a plateau of its return
     trpo_iters: int = 40
-    ppo_iters: int = 40
+    ppo_iters: int = 100
     seed: int = 0
-    plateau_patience: int = 0
+    plateau_patience: int = 15
     plateau_min_delta: float = 0.01
     # the two swept hyperparameters
     kl_radius: float = 0.01
@@ -98,7 +98,7 @@ class TwoStageSettings:
     lambda_: float = 0.95
     # model (shared by both stages)
     fcnet_hiddens: list[int] = field(default_factory=lambda: [64, 64])
-    initial_action_std: float | None = None
+    initial_action_std: float | None = 0.3
     # TRPO
     cg_iters: int = 10
     vf_lr: float = 1e-3
