@@ -1,0 +1,24 @@
+"""The return a scripted oracle reaches on a run's env: the yardstick a trained policy's return is read against."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["oracle_return"]
+
+
+def oracle_return(dataset, env_config: dict[str, Any] | None = None, *, episodes: int = 200, seed: int = 0) -> float:
+    """Mean episode return of the landscape-aware controller steering to each episode's OT-paired target.
+
+    ``dataset`` is the run's prepared dataset (or its env view) and ``env_config`` the env's
+    dynamics options; episodes are seeded ``seed .. seed + episodes - 1``.
+    """
+    from envs.cell_state_env import CellStateEnv
+    from envs.controllers import rollout_returns, toward_target
+
+    keys = ("horizon", "dt", "action_scale", "noise_std", "action_cost")
+    env = CellStateEnv(dataset, **{k: v for k, v in (env_config or {}).items() if k in keys})
+    returns, _, _ = rollout_returns(env, toward_target(env), episodes=episodes, seed=seed)
+    return float(np.mean(returns))
