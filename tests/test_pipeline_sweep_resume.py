@@ -78,6 +78,13 @@ def test_kill_driver_and_resume_loses_no_finished_trial(tmp_path):
         assert final_after["handoff_max_abs_diff"] <= 1e-6
     summary = json.loads((out / "sweep_summary.json").read_text())
     assert summary["num_trials"] == 3
+    # the manifest: killed while running (SIGKILL cannot mark it), resumed, complete; each trial's final checkpoint
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["kind"] == "sweep" and manifest["status"] == "complete"
+    assert [h["event"] for h in manifest["history"]] == ["start", "resume", "complete"]
+    assert manifest["settings"]["data"] == str(out / "dataset") and (out / "dataset" / "meta.json").is_file()
+    assert len(manifest["checkpoints"]) == 3 and {c["stage"] for c in manifest["checkpoints"]} == {"ppo"}
+    assert all((out / c["path"] / "state.json").is_file() for c in manifest["checkpoints"])
     assert all(t["error"] is None for t in summary["trials"])
     assert summary["best"] is not None
     assert unfinished_at_kill is not None

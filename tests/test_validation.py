@@ -61,7 +61,7 @@ def test_non_count_data_suggests_raw_layer():
     with pytest.raises(DataValidationError, match=r"raw counts.*Layers present: \['counts'\].*layer=<name") as err:
         prepare_dataset(adata, **KEYS)
     assert "require_counts" not in str(err.value)  # advise only what prepare_dataset exposes
-    assert prepare_dataset(adata, layer="counts", **KEYS).n_latent == 4
+    assert prepare_dataset(adata, layer="counts", **KEYS).meta["basis"]["cell_pcs"] == 4
 
 
 def test_fewer_genes_than_latent_dim():

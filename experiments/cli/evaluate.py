@@ -25,11 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from experiments.cli.checks import cli_message, document_defaults, plain, quick_data_check
 from experiments.cli.config_file import load_yaml, settings_from_args
 from experiments.cli.data import dataset_of_run, prepare_split_dataset
 from experiments.cli.errors import UsageError
 from experiments.cli.options import add_data_options, add_ray_options, int_list
-from experiments.cli.runtime import init_ray, output_dir
+from experiments.cli.run_dirs import check_output_free, guarded, start_run
+from experiments.cli.runtime import LIBRARY_LOG_NAME, LibraryLog, init_ray, output_dir
 
 __all__ = ["NAME", "HELP", "add_arguments", "run"]
 
@@ -56,7 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ev = parser.add_argument_group("evaluation")
     ev.add_argument("--max-start-cells", type=int, default=1000, help="start control cells per seed (default 1000)")
     ev.add_argument("--output", "-o", metavar="DIR", help="output dir (default runs/evaluate-<time>)")
+    ev.add_argument("--overwrite", action="store_true", help="replace the evaluation in --output whole (the old "
+                    "one is deleted once the new one's manifest exists)")
     add_ray_options(ev)
+    document_defaults(parser)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,7 +89,10 @@ def _base_settings(args: argparse.Namespace):
         for option in ("data", "perturbation_key", "control_value"):
             if getattr(args, option) is None and yaml_values.get(option) is not None:
                 setattr(args, option, str(yaml_values[option]))
-    settings, _ = settings_from_args(args)
+    try:
+        settings, _ = settings_from_args(args)
+    except UsageError as exc:
+        raise UsageError(cli_message(str(exc), args)) from exc
     return settings
 
 
@@ -152,7 +160,8 @@ def _train_two_stage(job: Job, work: Path, data_ref, log) -> None:
     job.stage1, job.stage2, job.stage1_algorithm = ckpts.stage1, ckpts.stage2, ckpts.stage1_algorithm
     job.info["two_stage"] = {k: summary.get(k) for k in (
         "stage1_algorithm", "stage1_final_return", "ppo_final_return", "handoff_max_abs_diff",
-        "ppo_weight_change_l2", "stage1_env_steps", "stage1_wall_s", "ppo_wall_s")}
+        "ppo_weight_change_l2", "stage1_env_steps", "stage1_wall_s", "ppo_wall_s", "stage1_iterations",
+        "ppo_iterations", "stage1_curve", "ppo_curve")}
 
 
 def _trained_methods(args: argparse.Namespace, job: Job, work: Path, log) -> dict[str, Any]:
@@ -172,9 +181,13 @@ def _trained_methods(args: argparse.Namespace, job: Job, work: Path, log) -> dic
         methods[label] = policy_predictor(load_policy(job.stage1))
     methods["TRPO->PPO"] = policy_predictor(load_policy(job.stage2))
     if not args.no_ablation:
-        n_iter = job.settings.trpo_iters + job.settings.ppo_iters
-        log(f"seed {job.seed}: ablation PPO from random init, {n_iter} it (equal env steps)")
-        ppo_dir, ppo_summary = train_ppo_only(job.settings, work_dir=work / "ppo_only", data=data_ref)
+        # equal env steps: as many iterations as the two-stage run used (fewer than asked after a plateau)
+        used = job.info.get("two_stage") or {}
+        n_iter = (used.get("stage1_iterations") or job.settings.trpo_iters) + (
+            used.get("ppo_iterations") or job.settings.ppo_iters)
+        log(f"seed {job.seed}: ablation PPO from random init, up to {n_iter} it (equal env steps)")
+        ppo_dir, ppo_summary = train_ppo_only(job.settings, work_dir=work / "ppo_only", data=data_ref,
+                                              iterations=n_iter)
         methods["PPO-only"] = policy_predictor(load_policy(ppo_dir))
         job.info["ppo_only"] = {k: v for k, v in ppo_summary.items() if k != "returns"}
     s = job.settings
@@ -196,7 +209,7 @@ def _write_outputs(args: argparse.Namespace, out: Path, rows, per_perturbation, 
         from experiments.evaluation import plots
 
         dataset, result = example
-        figures = plots.write_figures(out, dataset, result, rows)
+        figures = plots.write_figures(out, dataset, result, rows, runs=runs_info)
     except Exception as exc:  # a figure must not lose the measured numbers
         print(f"warning: figures failed: {exc!r}", file=sys.stderr)
     (out / "report.md").write_text(report.render_report(rows, runs=runs_info, command=command, figures=figures))
@@ -207,9 +220,34 @@ def _write_outputs(args: argparse.Namespace, out: Path, rows, per_perturbation, 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``waddington evaluate``: check and prepare everything, then train (if asked) and score each seed."""
-    from experiments.evaluation.baselines import BASELINES
-    from experiments.evaluation.evaluate import evaluate_dataset
+    library_log: list[LibraryLog] = []
+    try:
+        return _run(args, library_log)
+    except UsageError as exc:
+        raise UsageError(plain(str(exc))) from exc
+    finally:
+        for log in library_log:
+            log.stop()
 
+
+def _manifest_input(args: argparse.Namespace) -> dict[str, Any]:
+    """What was evaluated: the data (and its sha256), or each run dir with its run id and status."""
+    from experiments.training.run_manifest import ManifestError, describe_input, read_manifest
+
+    if args.data:
+        return describe_input(args.data)
+    runs = []
+    for run_dir in args.run:
+        try:
+            manifest = read_manifest(run_dir) or {}
+        except ManifestError:
+            manifest = {}
+        runs.append({"run": str(Path(run_dir).resolve()), "run_id": manifest.get("run_id"),
+                     "kind": manifest.get("kind"), "status": manifest.get("status")})
+    return {"runs": runs}
+
+
+def _run(args: argparse.Namespace, library_log: list) -> int:
     started = time.perf_counter()
 
     def log(message: str) -> None:
@@ -219,36 +257,64 @@ def run(args: argparse.Namespace) -> int:
     base = _base_settings(args)
     _check_args(args, base)
     out = output_dir(args, "evaluate")
+    check_output_free(out, overwrite=args.overwrite, resume_hint=None)
+    if args.data:
+        quick_data_check(base.replace(data=args.data), allow_dataset_dir=False)
+    if args.quiet:
+        library_log.append(LibraryLog().start())
+    from experiments.evaluation.baselines import BASELINES
+    from experiments.evaluation.evaluate import evaluate_dataset
+
     # every input is checked (and every dataset prepared) before Ray starts
     jobs = _jobs_from_runs(args, log) if args.run else _jobs_from_data(args, base, log)
-    out.mkdir(parents=True, exist_ok=True)
-    trains = not (args.data and args.no_rl)
-    if (args.data and not args.no_rl) or (args.run and not args.no_ablation):
-        init_ray(args)
-        import envs  # noqa: F401  (registers the env in this process)
+    manifest = start_run(out, kind="evaluate", args=args, overwrite=args.overwrite, settings=base.to_dict(),
+                         seed=[job.seed for job in jobs], input=_manifest_input(args))
+    with guarded(manifest):
+        if library_log:
+            library_log[0].attach(out / LIBRARY_LOG_NAME)
+            manifest.update(outputs={"library_log": LIBRARY_LOG_NAME})
+        trains = not (args.data and args.no_rl)
+        if (args.data and not args.no_rl) or (args.run and not args.no_ablation):
+            init_ray(args)
+            import envs  # noqa: F401  (registers the env in this process)
 
-    rows: list[dict] = []
-    per_perturbation: list[dict] = []
-    runs_info: list[dict] = []
-    example = None
-    for job in jobs:
-        work = out / job.name
-        work.mkdir(parents=True, exist_ok=True)
-        methods = dict(BASELINES)
-        job.info.update(seed=job.seed, name=job.name)
-        if trains:
-            methods.update(_trained_methods(args, job, work, log))
-        log(f"seed {job.seed}: scoring {len(methods)} methods")
-        result = evaluate_dataset(job.dataset, methods, seed=job.seed, env_config=job.settings.env_config,
-                                  max_start_cells=args.max_start_cells)
-        job.info.update(result.info)
-        rows += result.rows
-        per_perturbation += result.per_perturbation
-        runs_info.append(job.info)
-        example = example or (job.dataset, result)
-        log(f"seed {job.seed}: done")
-    _write_outputs(args, out, rows, per_perturbation, runs_info, example)
+        rows: list[dict] = []
+        per_perturbation: list[dict] = []
+        runs_info: list[dict] = []
+        example = None
+        for job in jobs:
+            work = out / job.name
+            work.mkdir(parents=True, exist_ok=True)
+            methods = dict(BASELINES)
+            job.info.update(seed=job.seed, name=job.name)
+            if trains:
+                methods.update(_trained_methods(args, job, work, log))
+                _record_checkpoints(manifest, job, work)
+            log(f"seed {job.seed}: scoring {len(methods)} methods")
+            result = evaluate_dataset(job.dataset, methods, seed=job.seed, env_config=job.settings.env_config,
+                                      max_start_cells=args.max_start_cells)
+            job.info.update(result.info)
+            rows += result.rows
+            per_perturbation += result.per_perturbation
+            runs_info.append(job.info)
+            example = example or (job.dataset, result)
+            log(f"seed {job.seed}: done")
+        _write_outputs(args, out, rows, per_perturbation, runs_info, example)
+        manifest.finish("complete", outputs={**manifest.data.get("outputs", {}), "metrics": "metrics.json",
+                                             "report": "report.md"})
     return 0
+
+
+def _record_checkpoints(manifest, job: Job, work: Path) -> None:
+    """The checkpoints scored for one seed (those trained here lie under the output dir)."""
+    entries = [("trpo", job.stage1), ("ppo", job.stage2)]
+    if (work / "ppo_only" / "state.json").is_file():
+        entries.append(("ppo_only", work / "ppo_only"))
+    for stage, path in entries:
+        if path is not None:
+            manifest.data.setdefault("checkpoints", []).append({"stage": stage, "seed": job.seed,
+                                                                "path": manifest.relative(path)})
+    manifest.write()
 
 
 def _json_default(obj):

@@ -1,17 +1,27 @@
-"""``waddington sweep``: a Tune sweep of KL radius x PPO clip over the Ray cluster, resumable with ``--resume``."""
+"""``waddington sweep``: a Tune sweep of KL radius x PPO clip over the Ray cluster, resumable with ``--resume``.
+
+The sweep directory holds ``manifest.json`` (written first, completed last; at the end it lists each
+trial's final checkpoint), the prepared dataset every trial trained on (``dataset/``), Tune's
+experiment (``<name>/``), ``sweep_summary.json`` and, with ``-q``, ``ray.log``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import time
 from pathlib import Path
 
+from experiments.cli.checks import cli_message, document_defaults, given_settings, plain, quick_data_check
 from experiments.cli.config_file import settings_from_args
-from experiments.cli.data import prepare_env_data
 from experiments.cli.errors import UsageError
 from experiments.cli.options import add_run_options, float_list
-from experiments.cli.runtime import check_address, init_ray, output_dir
+from experiments.cli.run_dirs import (
+    check_output_free, check_resume_settings, guarded, prepare_run_dataset, resume_run, start_run,
+)
+from experiments.cli.runtime import LIBRARY_LOG_NAME, LibraryLog, check_address, init_ray, output_dir
 from experiments.cli.train import format_value
 
 __all__ = ["NAME", "HELP", "add_arguments", "run", "SWEEP_KEYS"]
@@ -35,7 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-concurrent", type=int, default=None, help="cap on concurrent trials")
     g.add_argument("--max-failures", type=int, default=2, help="Tune retries per failed trial (default 2)")
     g.add_argument("--name", default="sweep", help="experiment name inside --output (default 'sweep')")
-    g.add_argument("--resume", action="store_true", help="restore an interrupted sweep in --output and finish it")
+    g.add_argument("--resume", action="store_true", help="restore an interrupted sweep in --output and finish it "
+                   "(with the settings and dataset it started with)")
+    g.add_argument("--overwrite", action="store_true", help="replace the sweep in --output whole (the old one is "
+                   "deleted once the new sweep's manifest exists)")
+    document_defaults(parser, {"kl_radius": "0.005,0.01,0.02", "clip_param": "0.1,0.2,0.3"})
 
 
 def _print_results(summary: dict, summary_path: Path) -> None:
@@ -53,43 +67,149 @@ def _print_results(summary: dict, summary_path: Path) -> None:
     print(f"summary: {summary_path}")
 
 
+def _resume_hint(args: argparse.Namespace, out: Path) -> str:
+    argv = [a for a in (getattr(args, "argv", None) or ["sweep"]) if a not in ("--overwrite", "--resume")]
+    if args.output is None:
+        argv += ["--output", str(out)]
+    return "waddington " + " ".join(argv + ["--resume"])
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``waddington sweep``; exit status 1 when any trial errored."""
-    from experiments.training import sweep
+    library_log: list[LibraryLog] = []
+    try:
+        return _run(args, library_log)
+    except UsageError as exc:
+        raise UsageError(plain(str(exc))) from exc
+    finally:
+        for log in library_log:
+            log.stop()
 
-    settings, other = settings_from_args(args, extra_keys=SWEEP_KEYS)
+
+def _run(args: argparse.Namespace, library_log: list) -> int:
+    from experiments.training.run_manifest import describe_input
+    from experiments.training.settings import TwoStageSettings, setting_names
+
+    try:
+        settings, other = settings_from_args(args, extra_keys=SWEEP_KEYS)
+    except UsageError as exc:
+        raise UsageError(cli_message(str(exc), args)) from exc
     kl = args.kl_radius or other.get("kl_radius_grid") or [0.005, 0.01, 0.02]
     clips = args.clip_param or other.get("clip_param_grid") or [0.1, 0.2, 0.3]
     searcher = args.searcher or other.get("searcher") or "grid"
     scheduler = args.scheduler or other.get("scheduler") or "none"
     num_samples = args.num_samples or other.get("num_samples") or (8 if searcher == "optuna" else 1)
-    try:
-        kl, clips = sweep.validate_grid(kl, clips)
-    except sweep.SweepError as exc:
-        raise UsageError(str(exc)) from exc
+    kl, clips = _validate_grid(kl, clips, args)
     if args.resume and not args.output:
         raise UsageError("--resume needs --output DIR of the sweep to finish.")
+    if args.resume and args.overwrite:
+        raise UsageError("--resume finishes a sweep and --overwrite replaces one; pass only one of them.")
     storage = args.output if args.output and "://" in args.output else None  # shared storage URI
     out = (Path("runs") / f"sweep-{args.name}" if storage else output_dir(args, "sweep")).resolve()
+    manifest = None
+    if args.resume and not storage and not (out / args.name).is_dir():
+        raise UsageError(f"Nothing to resume at '{out / args.name}': no sweep there (check --output and --name).")
+    if args.resume:
+        if out.is_dir() and (out / "manifest.json").exists():
+            manifest = resume_run(out, kind="sweep", args=args)
+            check_resume_settings(args, manifest, ignore=("kl_radius", "clip_param"))
+            names = set(setting_names())
+            settings = TwoStageSettings.from_mapping({k: v for k, v in manifest.data["settings"].items()
+                                                      if k in names})
+        # else: a sweep written before manifests existed: resumed from the options given, as before
+    else:
+        check_output_free(out, overwrite=args.overwrite, resume_hint=f"`{_resume_hint(args, out)}` to finish it")
+    dataset_dir = out / "dataset"
+    resumed_with_dataset = manifest is not None and (dataset_dir / "meta.json").is_file()
+    if manifest is not None and not resumed_with_dataset:  # stopped before its dataset was saved: prepare it again
+        settings = settings.replace(data=(manifest.data.get("input") or {}).get("data", "synthetic"))
+    if not resumed_with_dataset:
+        quick_data_check(settings, given=given_settings(args))
     check_address(args.address)
-    data = prepare_env_data(settings, verbose=not args.quiet)
-    init_ray(args)
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"waddington sweep -> {out / args.name}  kl_radius={kl} clip={clips} searcher={searcher} "
-          f"scheduler={scheduler} samples={num_samples}", flush=True)
-    started = time.perf_counter()
-    try:
-        results = sweep.run_sweep(
-            settings, kl_radii=kl, clips=clips, storage_path=storage or out, name=args.name, searcher=searcher,
-            scheduler=scheduler, num_samples=num_samples, max_concurrent=args.max_concurrent,
-            max_failures=args.max_failures, resume=args.resume, data=data, verbose=0 if args.quiet else 1,
-            # an existing cluster may autoscale: let trials wait for nodes instead of failing
-            autoscaling=bool(args.address or os.environ.get("RAY_ADDRESS")),
-        )
-    except sweep.SweepError as exc:
-        raise UsageError(str(exc)) from exc
-    summary = sweep.summarize(results)
-    summary["wall_s"] = time.perf_counter() - started
-    sweep.write_summary(summary, out / "sweep_summary.json")
+    if args.quiet:
+        library_log.append(LibraryLog().start())
+    from experiments.training import sweep
+
+    LibraryLog.quiet_ray()
+    if resumed_with_dataset:
+        import envs
+
+        dataset = envs.load_dataset(dataset_dir)
+        run_settings = settings.replace(data=str(dataset_dir))
+    else:
+        dataset = prepare_run_dataset(settings, verbose=not args.quiet)
+        run_settings = settings if dataset is None else settings.replace(data=str(dataset_dir))
+    if manifest is None and args.resume:  # adopt an older sweep dir: it gets a manifest now
+        from experiments.training.run_manifest import RunManifest
+
+        out.mkdir(parents=True, exist_ok=True)
+        manifest = RunManifest.create(out, kind="sweep", argv=getattr(args, "argv", None),
+                                      settings=run_settings.to_dict(), seed=settings.seed,
+                                      input=describe_input(settings.data), adopted=True)
+    elif manifest is None:
+        manifest = start_run(out, kind="sweep", args=args, overwrite=args.overwrite, settings=run_settings.to_dict(),
+                             seed=settings.seed, input=describe_input(settings.data), experiment=args.name,
+                             grid={"kl_radius": kl, "clip_param": clips, "searcher": searcher,
+                                   "scheduler": scheduler, "num_samples": num_samples})
+    else:
+        manifest.resumed(getattr(args, "argv", None))
+    args.resume_hint = _resume_hint(args, out)
+    # Ctrl-C stops the driver at once (one line, exit 130); Tune's state on disk is what --resume restores
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    with guarded(manifest):
+        if library_log:
+            library_log[0].attach(out / LIBRARY_LOG_NAME)
+            manifest.update(outputs={**manifest.data.get("outputs", {}), "library_log": LIBRARY_LOG_NAME})
+        if dataset is not None and not resumed_with_dataset:
+            dataset.save(dataset_dir, overwrite=True)
+            manifest.update(dataset="dataset")
+        init_ray(args)
+        print(f"waddington sweep -> {out / args.name}  kl_radius={kl} clip={clips} searcher={searcher} "
+              f"scheduler={scheduler} samples={num_samples}", flush=True)
+        started = time.perf_counter()
+        quiet = library_log[0].library_prints() if library_log else contextlib.nullcontext()
+        try:
+            with quiet:  # -q: Tune's own progress boxes go to the log file
+                results = sweep.run_sweep(
+                    run_settings, kl_radii=kl, clips=clips, storage_path=storage or out, name=args.name,
+                    searcher=searcher, scheduler=scheduler, num_samples=num_samples,
+                    max_concurrent=args.max_concurrent, max_failures=args.max_failures, resume=args.resume,
+                    data=None if dataset is None else dataset.env_view(), verbose=0 if args.quiet else 1,
+                    # an existing cluster may autoscale: let trials wait for nodes instead of failing
+                    autoscaling=bool(args.address or os.environ.get("RAY_ADDRESS")),
+                )
+        except sweep.SweepError as exc:
+            raise UsageError(cli_message(str(exc), args)) from exc
+        summary = sweep.summarize(results)
+        summary["wall_s"] = time.perf_counter() - started
+        sweep.write_summary(summary, out / "sweep_summary.json")
+        manifest.update(checkpoints=_trial_checkpoints(results, manifest))
+        manifest.finish("complete", outputs={**manifest.data.get("outputs", {}), "summary": "sweep_summary.json"})
     _print_results(summary, out / "sweep_summary.json")
     return 1 if any(row["error"] for row in summary["trials"]) else 0
+
+
+def _validate_grid(kl, clips, args):
+    from experiments.training import sweep as sweep_grid  # light: no Ray import at module level
+
+    try:
+        return sweep_grid.validate_grid(kl, clips)
+    except sweep_grid.SweepError as exc:
+        raise UsageError(cli_message(str(exc), args)) from exc
+
+
+def _trial_checkpoints(results, manifest) -> list[dict]:
+    """Each trial's final checkpoint (relative to the sweep dir when it is local)."""
+    rows = []
+    for result in results:
+        checkpoint = getattr(result, "checkpoint", None)
+        path = getattr(checkpoint, "path", None)
+        if not path or "://" in str(path):
+            continue
+        stage = None
+        try:
+            stage = json.loads((Path(path) / "state.json").read_text()).get("stage_done")
+        except (OSError, ValueError):
+            pass
+        rows.append({"trial": Path(str(result.path)).name, "stage": stage, "path": manifest.relative(path)})
+    return rows
