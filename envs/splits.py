@@ -78,7 +78,7 @@ def make_split(
     """
     labels = np.asarray(labels).astype(str)
     rng = np.random.default_rng(seed)
-    perturbations = sorted(set(labels) - {control_value})
+    perturbations = sorted(str(x) for x in set(labels) - {control_value})  # plain strings in messages
     holdout = [str(h) for h in holdout]
     if not 0.0 < test_fraction < 1.0:
         raise DataValidationError(f"test_fraction must be in (0, 1), got {test_fraction}.")
@@ -109,7 +109,7 @@ def make_split(
         if len(holdout) != 1:
             raise DataValidationError(f"kind='group' holds out exactly one group value, got holdout={holdout}.")
         value = holdout[0]
-        present = sorted(set(groups))
+        present = sorted(str(g) for g in set(groups))
         if value not in present:
             raise DataValidationError(
                 f"Group '{value}' not found in obs['{group_key}']. Values present: {present}."
