@@ -38,7 +38,12 @@ def settings_from_args(
 
     Precedence: defaults < YAML < command-line options < ``overrides``.
     """
-    from experiments.training.settings import CELLSTATE_ENV, SettingsError, TwoStageSettings, infer_split
+    from experiments.training.settings import (
+        CELLSTATE_ENV,
+        SettingsError,
+        TwoStageSettings,
+        infer_split,
+    )
 
     raw = load_yaml(getattr(args, "config", None))
     other = {k: raw.pop(k) for k in list(raw) if k in set(extra_keys)}

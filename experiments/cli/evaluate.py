@@ -25,13 +25,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments.cli.checks import cli_message, document_defaults, plain, quick_data_check
+from experiments.cli.checks import (
+    cli_message,
+    document_defaults,
+    quick_data_check,
+)
 from experiments.cli.config_file import load_yaml, settings_from_args
 from experiments.cli.data import dataset_of_run, prepare_split_dataset
 from experiments.cli.errors import UsageError
 from experiments.cli.options import add_data_options, add_ray_options, int_list
 from experiments.cli.run_dirs import check_output_free, guarded, start_run
-from experiments.cli.runtime import LIBRARY_LOG_NAME, LibraryLog, init_ray, output_dir
+from experiments.cli.runtime import (
+    LIBRARY_LOG_NAME,
+    LibraryLog,
+    init_ray,
+    output_dir,
+    run_command,
+)
 
 __all__ = ["NAME", "HELP", "add_arguments", "run"]
 
@@ -109,7 +119,10 @@ def _check_args(args: argparse.Namespace, settings) -> None:
 
 
 def _jobs_from_runs(args: argparse.Namespace, log) -> list[Job]:
-    from experiments.evaluation.checkpoints import CheckpointError, find_stage_checkpoints
+    from experiments.evaluation.checkpoints import (
+        CheckpointError,
+        find_stage_checkpoints,
+    )
     from experiments.training.settings import TwoStageSettings, setting_names
 
     jobs = []
@@ -220,19 +233,16 @@ def _write_outputs(args: argparse.Namespace, out: Path, rows, per_perturbation, 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``waddington evaluate``: check and prepare everything, then train (if asked) and score each seed."""
-    library_log: list[LibraryLog] = []
-    try:
-        return _run(args, library_log)
-    except UsageError as exc:
-        raise UsageError(plain(str(exc))) from exc
-    finally:
-        for log in library_log:
-            log.stop()
+    return run_command(_run, args)
 
 
 def _manifest_input(args: argparse.Namespace) -> dict[str, Any]:
     """What was evaluated: the data (and its sha256), or each run dir with its run id and status."""
-    from experiments.training.run_manifest import ManifestError, describe_input, read_manifest
+    from experiments.training.run_manifest import (
+        ManifestError,
+        describe_input,
+        read_manifest,
+    )
 
     if args.data:
         return describe_input(args.data)

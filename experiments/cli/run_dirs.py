@@ -23,7 +23,11 @@ from typing import Any
 
 from experiments.cli.errors import UsageError
 from experiments.training.run_manifest import (
-    MANIFEST_NAME, ManifestError, RunManifest, process_is_alive, read_manifest,
+    MANIFEST_NAME,
+    ManifestError,
+    RunManifest,
+    process_is_alive,
+    read_manifest,
 )
 
 __all__ = [

@@ -14,13 +14,13 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from experiments.cli.errors import UsageError
 
 __all__ = ["output_dir", "check_address", "init_ray", "LibraryLog", "LIBRARY_LOG_NAME", "Interrupts",
-           "raise_if_interrupted"]
+           "raise_if_interrupted", "run_command"]
 
 #: With ``-q``, Ray/RLlib/Tune logging and Python warnings go to this file in the run directory.
 LIBRARY_LOG_NAME = "ray.log"
@@ -228,3 +228,18 @@ def raise_if_interrupted() -> None:
     """Raise ``KeyboardInterrupt`` when Ctrl-C was pressed (and possibly swallowed) inside :class:`Interrupts`."""
     if Interrupts.active is not None and Interrupts.active.requested:
         raise KeyboardInterrupt
+
+
+def run_command(body: Callable[[argparse.Namespace, list[LibraryLog]], int], args: argparse.Namespace) -> int:
+    """Run a subcommand's ``body(args, library_log)``: its UsageErrors print plain strings, and every
+    library log it started (with ``-q``) is stopped however it ends."""
+    from experiments.cli.checks import plain
+
+    library_log: list[LibraryLog] = []
+    try:
+        return body(args, library_log)
+    except UsageError as exc:
+        raise UsageError(plain(str(exc))) from exc
+    finally:
+        for log in library_log:
+            log.stop()

@@ -14,14 +14,31 @@ import os
 import time
 from pathlib import Path
 
-from experiments.cli.checks import cli_message, document_defaults, given_settings, plain, quick_data_check
+from experiments.cli.checks import (
+    cli_message,
+    document_defaults,
+    given_settings,
+    quick_data_check,
+)
 from experiments.cli.config_file import settings_from_args
 from experiments.cli.errors import UsageError
 from experiments.cli.options import add_run_options, float_list
 from experiments.cli.run_dirs import (
-    check_output_free, check_resume_settings, guarded, prepare_run_dataset, resume_run, start_run,
+    check_output_free,
+    check_resume_settings,
+    guarded,
+    prepare_run_dataset,
+    resume_run,
+    start_run,
 )
-from experiments.cli.runtime import LIBRARY_LOG_NAME, LibraryLog, check_address, init_ray, output_dir
+from experiments.cli.runtime import (
+    LIBRARY_LOG_NAME,
+    LibraryLog,
+    check_address,
+    init_ray,
+    output_dir,
+    run_command,
+)
 from experiments.cli.train import format_value
 
 __all__ = ["NAME", "HELP", "add_arguments", "run", "SWEEP_KEYS"]
@@ -76,14 +93,7 @@ def _resume_hint(args: argparse.Namespace, out: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``waddington sweep``; exit status 1 when any trial errored."""
-    library_log: list[LibraryLog] = []
-    try:
-        return _run(args, library_log)
-    except UsageError as exc:
-        raise UsageError(plain(str(exc))) from exc
-    finally:
-        for log in library_log:
-            log.stop()
+    return run_command(_run, args)
 
 
 def _run(args: argparse.Namespace, library_log: list) -> int:
@@ -190,7 +200,9 @@ def _run(args: argparse.Namespace, library_log: list) -> int:
 
 
 def _validate_grid(kl, clips, args):
-    from experiments.training import sweep as sweep_grid  # light: no Ray import at module level
+    from experiments.training import (
+        sweep as sweep_grid,  # light: no Ray import at module level
+    )
 
     try:
         return sweep_grid.validate_grid(kl, clips)

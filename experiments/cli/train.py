@@ -19,7 +19,6 @@ from experiments.cli.checks import (
     cli_message,
     document_defaults,
     given_settings,
-    plain,
     quick_data_check,
 )
 from experiments.cli.config_file import settings_from_args
@@ -40,6 +39,7 @@ from experiments.cli.runtime import (
     init_ray,
     output_dir,
     raise_if_interrupted,
+    run_command,
 )
 from experiments.training.settings import CELLSTATE_ENV
 
@@ -116,14 +116,7 @@ def _settings(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Run ``waddington train``; exit status 0 when the handoff is exact and PPO trained."""
-    library_log: list[LibraryLog] = []  # started (with -q) once the cheap checks have passed
-    try:
-        return _resume(args, library_log) if args.resume else _new_run(args, library_log)
-    except UsageError as exc:
-        raise UsageError(plain(str(exc))) from exc
-    finally:
-        for log in library_log:
-            log.stop()
+    return run_command(lambda args_, logs: _resume(args_, logs) if args_.resume else _new_run(args_, logs), args)
 
 
 def _new_run(args: argparse.Namespace, library_log: list) -> int:
