@@ -246,7 +246,7 @@ def _train(args, manifest, settings, dataset, started: float, *, resume_from: Pa
     manifest.finish("complete", outputs={**manifest.data.get("outputs", {}), "summary": "summary.json"})
     ok = _print_summary(summary)
     print(f"summary: {out / 'summary.json'}")
-    if dataset is not None and dataset.truth is not None:
+    if dataset is not None and dataset.truth is not None and dataset.expression is not None:
         # the main job shows the answer: every synthetic perturbation predicted vs the known truth
         from experiments.prediction.synthetic_check import summarize_truth
 
