@@ -1,4 +1,4 @@
-"""Data of a command, checked before Ray starts: the training env's dataset, a split dataset, a run's dataset."""
+"""Data of evaluate, prepared before Ray starts: a dataset under the split asked for, or the dataset of a run."""
 
 from __future__ import annotations
 
@@ -6,19 +6,7 @@ from pathlib import Path
 
 from experiments.cli.errors import UsageError
 
-__all__ = ["prepare_env_data", "prepare_split_dataset", "dataset_of_run"]
-
-
-def prepare_env_data(settings, *, verbose: bool):
-    """Validate and prepare the training dataset once in the driver (clear error before any training)."""
-    from experiments.training.algorithm_configs import prepare_data
-
-    try:
-        return prepare_data(settings, verbose=verbose)
-    except FileNotFoundError as exc:
-        raise UsageError(f"Data: {exc}") from exc
-    except ValueError as exc:  # envs.DataValidationError is a ValueError
-        raise UsageError(f"Data failed validation: {exc}") from exc
+__all__ = ["prepare_split_dataset", "dataset_of_run"]
 
 
 def prepare_split_dataset(data: str, settings, seed: int, *, verbose: bool = False):
