@@ -23,7 +23,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-
 if TYPE_CHECKING:  # pragma: no cover
     import anndata as ad
 
@@ -282,7 +281,7 @@ def predict(
         predict_anndata,
         write_h5ad_atomic,
     )
-    from experiments.prediction.predict import Run
+    from experiments.prediction.runs import Run
 
     if output is not None:
         check_output_path(output, overwrite=overwrite)
@@ -328,7 +327,7 @@ def evaluate(
     from envs.dataset import PreparedDataset
     from experiments.evaluation import baselines as B
     from experiments.evaluation.evaluate import evaluate_dataset, policy_predictor
-    from experiments.prediction.predict import (
+    from experiments.prediction.runs import (
         METHODS,
         POLICY_METHODS,
         PredictionError,

@@ -146,12 +146,8 @@ def _truth_check(prediction, names):
 
 
 def test_predicted_deltas_follow_the_truth_and_doing_nothing_does_not(synthetic):
-    from experiments.prediction.predict import (
-        load_run,
-        predict_run,
-        run_from_dataset,
-        select_start_rows,
-    )
+    from experiments.prediction.predict import predict_run, select_start_rows
+    from experiments.prediction.runs import load_run, run_from_dataset
 
     run = load_run(synthetic["run"])
     rows = select_start_rows(run.dataset, n_cells=200)
@@ -320,7 +316,7 @@ def test_runs_with_different_gene_panels_share_their_common_genes(synthetic):
 
     from envs.preprocessing import LatentSpace
     from experiments.prediction.output import predict_anndata
-    from experiments.prediction.predict import run_from_dataset
+    from experiments.prediction.runs import run_from_dataset
 
     ds = synthetic["dataset"]
     keep = np.arange(ds.expression.shape[1]) >= 10  # the second run lacks the first 10 genes

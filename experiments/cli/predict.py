@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         predict_anndata,
         write_h5ad_atomic,
     )
-    from experiments.prediction.predict import PredictionError
+    from experiments.prediction.runs import PredictionError
     from experiments.training.settings import SettingsError
 
     started = time.perf_counter()

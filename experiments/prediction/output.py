@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from experiments.prediction.predict import PredictionError, RunPrediction, cell_names
+from experiments.prediction.predict import RunPrediction, cell_names
+from experiments.prediction.runs import PredictionError
 
 __all__ = ["build_anndata", "check_output_path", "h5ad_safe", "library_versions", "predict_anndata", "sha256_of", "write_h5ad_atomic"]
 
@@ -404,15 +405,12 @@ def predict_anndata(
     input is checked (runs, perturbations, group) before any cell is rolled out.
     """
     from experiments.prediction.predict import (
-        METHODS,
-        POLICY_METHODS,
-        Run,
         check_perturbations,
-        load_run,
         parse_group,
         predict_run,
         select_start_rows,
     )
+    from experiments.prediction.runs import METHODS, POLICY_METHODS, Run, load_run
 
     if method not in METHODS:
         raise PredictionError(f"Unknown method {method!r}; choose one of {list(METHODS)}.")

@@ -24,31 +24,22 @@ from typing import Any
 import numpy as np
 
 from envs.dataset import PreparedDataset
-from experiments.prediction.runs import (  # re-exported: callers import them from here
-    FEATURE_METHODS,  # noqa: F401
-    METHODS,  # noqa: F401
-    POLICY_METHODS,  # noqa: F401
-    Policy,  # noqa: F401
-    PredictionError,  # noqa: F401
-    Run,  # noqa: F401
-    load_run,  # noqa: F401
-    run_from_dataset,  # noqa: F401
+from experiments.prediction.runs import (
+    FEATURE_METHODS,
+    METHODS,
+    POLICY_METHODS,
+    PredictionError,
+    Run,
 )
 
 __all__ = [
-    "METHODS",
-    "POLICY_METHODS",
-    "PredictionError",
-    "Run",
     "RunPrediction",
     "cell_names",
     "check_perturbations",
     "group_values",
     "known_group_keys",
-    "load_run",
     "parse_group",
     "predict_run",
-    "run_from_dataset",
     "select_start_rows",
 ]
 

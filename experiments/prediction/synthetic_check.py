@@ -27,15 +27,13 @@ import numpy as np
 
 from envs.dataset import PreparedDataset
 from experiments.evaluation.metrics.deltas import pearson_or_zero
-from experiments.prediction.predict import (
+from experiments.prediction.predict import RunPrediction, predict_run, select_start_rows
+from experiments.prediction.runs import (
     POLICY_METHODS,
     PredictionError,
     Run,
-    RunPrediction,
     load_run,
-    predict_run,
     run_from_dataset,
-    select_start_rows,
 )
 
 __all__ = ["TruthCheck", "format_truth_table", "summarize_truth", "true_deltas", "truth_rows"]
