@@ -19,7 +19,7 @@ def start_local_ray(*, num_cpus: int | None = None, log_to_driver: bool = False,
     **options
         Further ``ray.init`` keywords (e.g. ``configure_logging=False``).
 
-    Clusters are joined with ``ray.init(address=...)`` instead (see ``experiments.cli.init_ray``).
+    Clusters are joined with ``ray.init(address=...)`` instead (see ``experiments.cli.runtime.init_ray``).
     """
     import ray
 
