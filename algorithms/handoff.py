@@ -1,7 +1,7 @@
 """Stage handoff: stage 1's final RL module weights become stage 2's initial weights -- measured.
 
 On Ray 2.60 several ways of moving weights between algorithms fail *silently*
-(measured on Ray 2.60): ``restore_from_path(component=...)`` and ``set_state`` push weights to remote
+(measured here): ``restore_from_path(component=...)`` and ``set_state`` push weights to remote
 env runners fire-and-forget, ``Learner.set_state`` ignores weights whose ``weights_seq_no`` is not
 newer, and restoring a whole TRPO checkpoint into PPO breaks PPO's optimizer. The route used here:
 

@@ -25,7 +25,11 @@ METHOD_ORDER = ("control-mean", "train-mean", "perturbation-mean", "ridge", "dri
 CONVENTIONS = {
     "delta": "mean(pred) - mean(start controls) vs mean(observed test cells) - mean(start controls), log-normalized HVGs",
     "start_controls": "training control cells (<= max_start_cells, seeded subsample); group split: the held-out "
-                      "group's control cells",
+                      "group's control cells; with covariates: drawn per covariate combination in the composition "
+                      "of the perturbation's observed cells",
+    "references": "latent-ceiling: start cells moved onto their OT-paired training cells, decoded like a policy; "
+                  "oracle-controller: the scripted steering rule through the env dynamics; both omitted where the "
+                  "start cells' covariate combination has no training cells of the perturbation",
     "top20": "20 genes with the largest observed |delta| (chosen from observed data only)",
     "top100": "the same with 100 genes (all genes when fewer), as scPerturBench reports delta Pearson",
     "r2_mean": "scGen's R^2: squared Pearson of per-gene mean expression, predicted vs observed (not deltas)",
