@@ -26,6 +26,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -198,62 +199,12 @@ def build_anndata(
     genes, columns, dropped = _common_genes(predictions)
     labels = _unique_labels([p.run.label for p in predictions])
 
-    X_blocks, obs_blocks, end_blocks, path_blocks = [], [], [], []
-    run_info: dict[str, Any] = {}
-    for prediction, cols, label in zip(predictions, columns, labels):
-        run = prediction.run
-        names, names_how = cell_names(run)
-        source = names[prediction.start_rows]
-        n = len(source)
-        base = {"run": label, "seed": run.seed}
-        control = run.dataset.control_value
-        X_blocks.append(prediction.start_expression[:, cols])
-        obs_blocks.append(pd.DataFrame({"kind": "start", "perturbation": control, "source_cell": source,
-                                        "method": "observed", **base},
-                                       index=[f"{label}:start:{s}" for s in source]))
-        end_blocks.append(prediction.start_latent)
-        path_blocks.append(np.repeat(prediction.start_latent[:, None, :], horizon + 1, axis=1))
-        for name in perturbations:
-            X_blocks.append(prediction.cells[name][:, cols])
-            obs_blocks.append(pd.DataFrame({"kind": "predicted", "perturbation": name, "source_cell": source,
-                                            "method": method, **base},
-                                           index=[f"{label}:{name}:{s}" for s in source]))
-            end_blocks.append(prediction.latent_end[name])
-            path_blocks.append(prediction.latent_path[name])
-        run_info[label] = _run_record(prediction, n, names_how)
+    blocks = _Blocks()
+    run_info = _add_predicted_cells(blocks, predictions, columns, labels, perturbations, horizon)
     if with_observed:
-        first, cols, label = predictions[0], columns[0], labels[0]
-        ds = first.run.dataset
-        names, _ = cell_names(first.run)
-        for name in perturbations:
-            rows = ds.cell_indices(name, "all")
-            if len(rows) == 0:
-                continue
-            X_blocks.append(np.asarray(ds.expression[rows][:, cols].toarray(), dtype=np.float64))
-            part = np.where(ds.split.test[rows], "test", "train")
-            obs_blocks.append(pd.DataFrame({"kind": "observed", "perturbation": name, "source_cell": names[rows],
-                                            "method": "observed", "run": label, "seed": first.run.seed,
-                                            "dataset_part": part},
-                                           index=[f"{label}:observed:{s}" for s in names[rows]]))
-            end_blocks.append(ds.latent[rows].astype(np.float64))
-            path_blocks.append(np.full((len(rows), horizon + 1, n_latent), np.nan))
-
-    obs = pd.concat(obs_blocks)
-    if group is not None:
-        obs["group"] = np.where(obs["kind"].to_numpy() == "observed", "", group[1])
-        if with_observed:
-            values = _observed_groups(predictions[0], perturbations, group[0])
-            if values is not None:
-                obs.loc[obs["kind"] == "observed", "group"] = values
-    if "dataset_part" in obs:
-        obs["dataset_part"] = obs["dataset_part"].fillna("train").astype(str)
-        obs.loc[obs["kind"] == "start", "dataset_part"] = "train"
-    for column in ("kind", "perturbation", "source_cell", "method", "run", "group", "dataset_part"):
-        if column in obs:
-            obs[column] = pd.Categorical(obs[column].astype(str))
-    obs["seed"] = obs["seed"].astype(int)
-    if not obs.index.is_unique:
-        raise PredictionError("Predicted cells would share names; give each run directory once.")
+        _add_observed_cells(blocks, predictions[0], columns[0], labels[0], perturbations, horizon, n_latent)
+    obs = _finish_obs(blocks.obs, predictions[0], perturbations, group=group, with_observed=with_observed)
+    X_blocks, end_blocks, path_blocks = blocks.X, blocks.end, blocks.path
 
     X = np.vstack(X_blocks).astype(np.float32)
     adata = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=pd.Index(genes, name="gene")))
@@ -309,6 +260,86 @@ def build_anndata(
     }
     return adata
 
+
+
+@dataclass
+class _Blocks:
+    """Rows of the output AnnData, gathered block by block before stacking."""
+
+    X: list = field(default_factory=list)
+    obs: list = field(default_factory=list)
+    end: list = field(default_factory=list)
+    path: list = field(default_factory=list)
+
+
+def _add_predicted_cells(blocks: _Blocks, predictions, columns, labels, perturbations, horizon: int) -> dict:
+    """Each run's start cells and its predicted cells per perturbation; returns the runs' records."""
+    import pandas as pd
+
+    run_info: dict[str, Any] = {}
+    for prediction, cols, label in zip(predictions, columns, labels):
+        run = prediction.run
+        names, names_how = cell_names(run)
+        source = names[prediction.start_rows]
+        base = {"run": label, "seed": run.seed}
+        blocks.X.append(prediction.start_expression[:, cols])
+        blocks.obs.append(pd.DataFrame({"kind": "start", "perturbation": run.dataset.control_value,
+                                        "source_cell": source, "method": "observed", **base},
+                                       index=[f"{label}:start:{s}" for s in source]))
+        blocks.end.append(prediction.start_latent)
+        blocks.path.append(np.repeat(prediction.start_latent[:, None, :], horizon + 1, axis=1))
+        for name in perturbations:
+            blocks.X.append(prediction.cells[name][:, cols])
+            blocks.obs.append(pd.DataFrame({"kind": "predicted", "perturbation": name, "source_cell": source,
+                                            "method": prediction.method, **base},
+                                           index=[f"{label}:{name}:{s}" for s in source]))
+            blocks.end.append(prediction.latent_end[name])
+            blocks.path.append(prediction.latent_path[name])
+        run_info[label] = _run_record(prediction, len(source), names_how)
+    return run_info
+
+
+def _add_observed_cells(blocks: _Blocks, first, cols, label, perturbations, horizon: int, n_latent: int) -> None:
+    """The data's own cells of each perturbation (from the first run's dataset), for side-by-side plots."""
+    import pandas as pd
+
+    ds = first.run.dataset
+    names, _ = cell_names(first.run)
+    for name in perturbations:
+        rows = ds.cell_indices(name, "all")
+        if len(rows) == 0:
+            continue
+        blocks.X.append(np.asarray(ds.expression[rows][:, cols].toarray(), dtype=np.float64))
+        part = np.where(ds.split.test[rows], "test", "train")
+        blocks.obs.append(pd.DataFrame({"kind": "observed", "perturbation": name, "source_cell": names[rows],
+                                        "method": "observed", "run": label, "seed": first.run.seed,
+                                        "dataset_part": part},
+                                       index=[f"{label}:observed:{s}" for s in names[rows]]))
+        blocks.end.append(ds.latent[rows].astype(np.float64))
+        blocks.path.append(np.full((len(rows), horizon + 1, n_latent), np.nan))
+
+
+def _finish_obs(obs_blocks, first, perturbations, *, group, with_observed: bool):
+    """One obs table: group column, dataset parts, categorical columns, unique names checked."""
+    import pandas as pd
+
+    obs = pd.concat(obs_blocks)
+    if group is not None:
+        obs["group"] = np.where(obs["kind"].to_numpy() == "observed", "", group[1])
+        if with_observed:
+            values = _observed_groups(first, perturbations, group[0])
+            if values is not None:
+                obs.loc[obs["kind"] == "observed", "group"] = values
+    if "dataset_part" in obs:
+        obs["dataset_part"] = obs["dataset_part"].fillna("train").astype(str)
+        obs.loc[obs["kind"] == "start", "dataset_part"] = "train"
+    for column in ("kind", "perturbation", "source_cell", "method", "run", "group", "dataset_part"):
+        if column in obs:
+            obs[column] = pd.Categorical(obs[column].astype(str))
+    obs["seed"] = obs["seed"].astype(int)
+    if not obs.index.is_unique:
+        raise PredictionError("Predicted cells would share names; give each run directory once.")
+    return obs
 
 def _unique_labels(labels: list[str]) -> list[str]:
     out, seen = [], {}
