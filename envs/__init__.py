@@ -3,8 +3,9 @@
 Importing this package registers the env with Gymnasium and Ray Tune.
 """
 
-from envs.dataset import PreparedDataset, load_dataset, prepare_dataset
+from envs.dataset import PreparedDataset, load_dataset
 from envs.landscape import CellLandscape
+from envs.preparation import prepare_dataset
 from envs.registration import ENV_ID, make_cell_state_env, register_envs
 from envs.synthetic import make_synthetic_perturbation_data
 from envs.validation import DataValidationError, read_h5ad

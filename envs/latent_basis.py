@@ -7,7 +7,9 @@ in that space, decoded through its loadings, can express it. The basis is theref
 
 * target-gene axes: the unit axis of every panel gene that a perturbation label names (training
   or held out: the label is known before any perturbed cell is), so a knockdown's drop of its own
-  gene is expressible;
+  gene is expressible; a genome-wide screen names thousands, so above ``max_gene_axes``
+  (``envs.preprocessing.BasisOptions``) only the genes whose own expression the training
+  perturbations change most get one;
 * response directions: the principal directions of the training perturbations' mean changes
   (mean of p's training cells minus the training control mean) that the axes above miss, the
   fewest whose span keeps ``energy`` of those changes' summed squared norm (at least one, at most

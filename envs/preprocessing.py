@@ -39,6 +39,10 @@ class BasisOptions:
         Share of the training responses' energy the basis keeps, and the most directions added for it.
     target_gene_axes
         Add the unit axis of every panel gene a label names.
+    max_gene_axes
+        At most this many gene axes (a genome-wide screen names thousands of genes, and every axis
+        is a latent dimension): the panel genes whose own expression the training perturbations
+        move most are kept, then held-out ones in name order.
     """
 
     labels: np.ndarray
@@ -46,18 +50,35 @@ class BasisOptions:
     response_energy: float = 0.9
     max_response_dims: int = 16
     target_gene_axes: bool = True
+    max_gene_axes: int = 32
     added: dict = field(default_factory=dict)
 
     def widen(self, components: np.ndarray, fit_rows, feature_names: np.ndarray, fit_mask: np.ndarray) -> np.ndarray:
         """The widened orthonormal basis; what was added is kept in ``self.added``."""
-        names = {str(name): i for i, name in enumerate(feature_names)}
         labels = np.asarray(self.labels).astype(str)
-        axes = sorted({names[label] for label in set(labels) - {self.control_value} if label in names}) \
-            if self.target_gene_axes else []
         deltas = response_deltas(fit_rows, labels[fit_mask], self.control_value)
-        basis, self.added = widen_basis(components, deltas, gene_axes=axes, energy=self.response_energy,
-                                        max_dims=self.max_response_dims)
+        return self.widen_by(components, deltas, feature_names, sorted(set(labels[fit_mask]) - {self.control_value}))
+
+    def widen_by(self, components: np.ndarray, deltas: np.ndarray, feature_names: np.ndarray,
+                 delta_names: list[str]) -> np.ndarray:
+        """:meth:`widen` given the training responses (perturbations x features, rows named by ``delta_names``)."""
+        basis, self.added = widen_basis(components, deltas, gene_axes=self._gene_axes(deltas, feature_names,
+                                                                                      delta_names),
+                                        energy=self.response_energy, max_dims=self.max_response_dims)
         return basis
+
+    def _gene_axes(self, deltas: np.ndarray, feature_names: np.ndarray, delta_names: list[str]) -> list[int]:
+        if not self.target_gene_axes:
+            return []
+        index = {str(name): i for i, name in enumerate(feature_names)}
+        genes = sorted(set(np.asarray(self.labels).astype(str)) - {self.control_value} & index.keys())
+        if len(genes) <= self.max_gene_axes:
+            return sorted(index[g] for g in genes)
+        named = len(deltas) == len(delta_names)  # no training controls: no deltas to rank by
+        own_change = {name: abs(deltas[row, index[name]]) for row, name in enumerate(delta_names)
+                      if named and name in index}
+        ranked = sorted(genes, key=lambda g: (-own_change.get(g, -1.0), g))
+        return sorted(index[g] for g in ranked[: self.max_gene_axes])
 
 
 @dataclass

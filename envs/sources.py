@@ -6,7 +6,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from envs.dataset import PreparedDataset, load_dataset, prepare_dataset
+from envs.dataset import PreparedDataset, load_dataset
+from envs.preparation import prepare_dataset
 
 __all__ = ["resolve_dataset"]
 
@@ -23,7 +24,7 @@ def resolve_dataset(data: Any = "synthetic", **prepare_options: Any) -> Prepared
         A :class:`PreparedDataset`; a Ray ``ObjectRef`` to one (fetched from the object store);
         a directory written by ``PreparedDataset.save``; ``"synthetic"``; or an ``.h5ad`` path.
     **prepare_options
-        Passed to :func:`envs.dataset.prepare_dataset` when data must be prepared.
+        Passed to :func:`envs.preparation.prepare_dataset` when data must be prepared.
 
     Prepared results are cached per process, so the many envs of a vectorized runner share one.
     """

@@ -35,8 +35,11 @@ class Split:
 
 def _stratified_test_mask(labels: np.ndarray, test_fraction: float, rng: np.random.Generator) -> np.ndarray:
     test = np.zeros(len(labels), dtype=bool)
-    for value in np.unique(labels):
-        index = np.flatnonzero(labels == value)
+    values, codes = np.unique(labels, return_inverse=True)
+    order = np.argsort(codes, kind="stable")  # each label's rows ascending, found in one pass (2M cells x 10k labels)
+    bounds = np.searchsorted(codes[order], np.arange(len(values) + 1))
+    for i in range(len(values)):
+        index = order[bounds[i] : bounds[i + 1]]
         n_test = int(round(test_fraction * len(index)))
         n_test = min(max(n_test, 1), len(index) - 1) if len(index) > 1 else 0
         test[rng.choice(index, size=n_test, replace=False)] = True

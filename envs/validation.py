@@ -13,7 +13,10 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["DataValidationError", "read_h5ad", "validate_perturbation_data", "counts_matrix"]
+__all__ = [
+    "DataValidationError", "read_h5ad", "check_h5ad_path", "validate_perturbation_data", "validate_labels",
+    "validate_values", "counts_matrix",
+]
 
 
 class DataValidationError(ValueError):
@@ -32,6 +35,19 @@ def read_h5ad(path: str | Path) -> ad.AnnData:
     -------
     The AnnData object, fully loaded (not backed).
     """
+    path = check_h5ad_path(path)
+    try:
+        # backed="r" would keep an open handle on the user's file; read once into memory instead.
+        return ad.read_h5ad(path)
+    except Exception as exc:  # h5py/anndata raise many types for foreign HDF5 layouts
+        raise DataValidationError(
+            f"'{path}' is an HDF5 file but not a readable AnnData .h5ad ({type(exc).__name__}: {exc}). "
+            "Write it with `adata.write_h5ad(...)`."
+        ) from exc
+
+
+def check_h5ad_path(path: str | Path) -> Path:
+    """The path of an existing HDF5 file, or one clear error (missing, a directory, not HDF5)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise DataValidationError(f"Data file not found: '{path}'. Pass the path to an existing .h5ad file.")
@@ -44,14 +60,7 @@ def read_h5ad(path: str | Path) -> ad.AnnData:
             f"'{path}' is not an .h5ad (HDF5) file. Convert it first, e.g. "
             "`anndata.read_csv(...)`/`scanpy.read_10x_h5(...)` followed by `adata.write_h5ad('cells.h5ad')`."
         )
-    try:
-        # backed="r" would keep an open handle on the user's file; read once into memory instead.
-        return ad.read_h5ad(path)
-    except Exception as exc:  # h5py/anndata raise many types for foreign HDF5 layouts
-        raise DataValidationError(
-            f"'{path}' is an HDF5 file but not a readable AnnData .h5ad ({type(exc).__name__}: {exc}). "
-            "Write it with `adata.write_h5ad(...)`."
-        ) from exc
+    return path
 
 
 def counts_matrix(adata: ad.AnnData, *, layer: str | None = None):
@@ -136,12 +145,29 @@ def validate_perturbation_data(
     """
     if adata.n_obs == 0:
         raise DataValidationError("The AnnData has no cells (n_obs == 0).")
-    if perturbation_key not in adata.obs.columns:
+    validate_labels(adata.obs, adata.n_vars, perturbation_key=perturbation_key, control_value=control_value,
+                    min_cells=min_cells, n_latent=n_latent, ignore_values=ignore_values)
+    validate_values(_values(counts_matrix(adata, layer=layer)), input_kind=input_kind, require_counts=require_counts,
+                    layers=sorted(adata.layers.keys()))
+
+
+def validate_labels(
+    obs,
+    n_features: int,
+    *,
+    perturbation_key: str,
+    control_value: str,
+    min_cells: int = 20,
+    n_latent: int = 16,
+    ignore_values: Sequence[str] = (),
+) -> None:
+    """The checks that need only obs and the feature count (see :func:`validate_perturbation_data`)."""
+    if perturbation_key not in obs.columns:
         raise DataValidationError(
-            f"obs column '{perturbation_key}' not found. Available obs columns: {list(adata.obs.columns)}. "
+            f"obs column '{perturbation_key}' not found. Available obs columns: {list(obs.columns)}. "
             "Pass perturbation_key=<the column that names each cell's perturbation>."
         )
-    labels = adata.obs[perturbation_key].astype(str)
+    labels = obs[perturbation_key].astype(str)
     labels = labels[~labels.isin(list(ignore_values))]
     counts = labels.value_counts()
     if control_value not in counts.index:
@@ -161,21 +187,31 @@ def validate_perturbation_data(
             f"These groups have fewer than min_cells={min_cells} cells: {listed}. "
             "Lower min_cells, or drop them with ignore_values=[...]."
         )
-    n_features = adata.n_vars
     if n_features <= n_latent:
         raise DataValidationError(
             f"The data has {n_features} genes/features but n_latent={n_latent}; "
             f"choose n_latent < {n_features} (the latent space is fitted from the features)."
         )
-    values = _values(counts_matrix(adata, layer=layer))
+
+
+def validate_values(
+    values: np.ndarray,
+    *,
+    input_kind: str = "counts",
+    require_counts: bool = True,
+    layers: Sequence[str] = (),
+    where: str = "",
+) -> None:
+    """Check stored matrix values (all of them, or one block's: ``where`` names the block in the message)."""
+    at = f" ({where})" if where else ""
     if values.size and not np.all(np.isfinite(values)):
         raise DataValidationError(
-            "The expression matrix contains NaN or infinite values. Remove or impute them before loading "
+            f"The expression matrix contains NaN or infinite values{at}. Remove or impute them before loading "
             "(e.g. `adata.X = np.nan_to_num(adata.X)` only if zeros are what they mean)."
         )
     if values.size and values.min() < 0:
         raise DataValidationError(
-            f"The expression matrix has negative values (min {values.min():.3g}); raw counts are required. "
+            f"The expression matrix has negative values (min {values.min():.3g}){at}; raw counts are required. "
             "Pass layer=<name of the raw-count layer> if adata.X holds scaled data."
         )
     if input_kind not in INPUT_KINDS:
@@ -184,9 +220,9 @@ def validate_perturbation_data(
         _check_log_normalized(values)
         return
     if require_counts and values.size and not _all_integers(values):
-        hint = f"Layers present: {sorted(adata.layers.keys())}. " if len(adata.layers) else ""
+        hint = f"Layers present: {list(layers)}. " if len(layers) else ""
         raise DataValidationError(
-            "The expression matrix does not hold raw counts (non-integer values found); this recipe "
+            f"The expression matrix does not hold raw counts (non-integer values found{at}); this recipe "
             f"normalizes counts itself. {hint}Pass layer=<name of the raw-count layer> to prepare_dataset "
             "if the raw counts are kept in a layer."
         )

@@ -37,6 +37,6 @@ def synthetic_adata():
 @pytest.fixture(scope="session")
 def synthetic_dataset():
     """The synthetic default, prepared once for the session."""
-    from envs.dataset import prepare_dataset
+    from envs.preparation import prepare_dataset
 
     return prepare_dataset("synthetic", seed=0)

@@ -47,7 +47,7 @@ def test_synthetic_wells_recovered_in_latent_space():
 
     # the cell-PC space alone (8 dims): the known wells live there; the widened basis adds
     # response axes in which the per-dimension fit noise adds up (checked by the env tests)
-    from envs.dataset import prepare_dataset
+    from envs.preparation import prepare_dataset
 
     synthetic_dataset = prepare_dataset("synthetic", seed=0, response_energy=0.0, target_gene_axes=False)
     truth = synthetic_dataset.truth

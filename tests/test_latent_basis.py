@@ -46,3 +46,25 @@ def test_response_deltas_are_means_against_the_controls():
     X = np.array([[0.0, 1.0], [2.0, 1.0], [4.0, 3.0], [6.0, 5.0]])
     labels = np.array(["ctrl", "ctrl", "A", "A"])
     np.testing.assert_allclose(response_deltas(X, labels, "ctrl"), [[4.0, 3.0]])
+
+
+def test_gene_axes_are_capped_by_the_training_responses_on_their_own_gene():
+    from envs.preprocessing import BasisOptions
+
+    rng = np.random.default_rng(0)
+    names = np.array([f"g{i}" for i in range(30)])
+    labels = np.repeat(["ctrl", "g3", "g7", "g11", "g20", "g25"], 40)
+    expression = rng.normal(5.0, 0.1, size=(len(labels), 30))
+    for gene, drop in (("g3", 0.5), ("g7", 3.0), ("g11", 0.2), ("g20", 2.0)):  # g25: held out below
+        expression[labels == gene, int(gene[1:])] -= drop
+    fit = labels != "g25"
+    components = np.linalg.qr(rng.normal(size=(30, 4)))[0].T
+    capped = BasisOptions(labels, "ctrl", response_energy=0, max_gene_axes=2)
+    basis = capped.widen(components, expression[fit], names, fit)
+    assert capped.added["gene_axes"] == 2
+    reach = {gene: np.linalg.norm(basis @ np.eye(30)[int(gene[1:])]) for gene in ("g3", "g7", "g11", "g20", "g25")}
+    assert reach["g7"] > 0.999 and reach["g20"] > 0.999  # the two largest own-gene drops are expressible
+    assert max(reach["g3"], reach["g11"], reach["g25"]) < 0.9  # the others only through the 4 cell PCs
+    uncapped = BasisOptions(labels, "ctrl", response_energy=0)
+    uncapped.widen(components, expression[fit], names, fit)
+    assert uncapped.added["gene_axes"] == 5  # held-out g25 included when under the cap

@@ -151,13 +151,16 @@ def training_deltas(dataset: PreparedDataset) -> dict[str, np.ndarray]:
             ref &= outside
     strata = dataset.covariates if dataset.covariates is not None else np.zeros(len(dataset.labels), dtype=int)
     out = {}
+    reference_means: dict = {}  # per stratum, read once (an on-disk matrix is read a row at a time)
     for name in dataset.training_perturbations:
         rows = train & (dataset.labels == name)
         parts, weights = [], []
         for stratum in np.unique(strata[rows]):
             here_ref, here = ref & (strata == stratum), rows & (strata == stratum)
             if here_ref.any():
-                parts.append(_mean_rows(expr, here) - _mean_rows(expr, here_ref))
+                if stratum not in reference_means:
+                    reference_means[stratum] = _mean_rows(expr, here_ref)
+                parts.append(_mean_rows(expr, here) - reference_means[stratum])
                 weights.append(int(here.sum()))
         if parts:
             out[name] = np.average(np.stack(parts), axis=0, weights=weights)
