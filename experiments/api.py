@@ -9,7 +9,7 @@
 >>> rows = api.evaluate(run)                                          # held-out scores, one dict per number
 
 Each function is the library behind a command: :func:`prepare` is ``envs.prepare_dataset`` on an
-in-memory AnnData, :func:`train` the two-stage run of ``waddington train`` (it starts a loopback-only
+AnnData or an ``.h5ad`` path (``waddington prepare``; large files streamed out of core), :func:`train` the two-stage run of ``waddington train`` (it starts a loopback-only
 local Ray when none is running), :func:`predict` builds exactly the AnnData ``waddington predict``
 writes, and :func:`evaluate` scores methods like ``waddington evaluate``.
 """
@@ -53,14 +53,17 @@ def prepare(
     verbose: bool = False,
     **options: Any,
 ) -> PreparedDataset:
-    """Prepare an in-memory AnnData: validation, split, latent space, landscape, OT pairings.
+    """Prepare an AnnData or an ``.h5ad`` file: validation, split, latent space, landscape, OT pairings.
 
     Parameters
     ----------
     adata
-        Cells x genes. Raw counts in ``X`` (or ``layer``), or already log-normalized values with
-        ``input_kind="log-normalized"`` (as many public perturbation files ship); data that are
-        neither as declared is one clear ``envs.DataValidationError``. Not modified.
+        Cells x genes, in memory or as the path of an ``.h5ad`` file (a file larger than memory is
+        streamed out of core; ``out_of_core=True/False`` among ``options`` forces the route, and
+        ``dataset.save(dir)`` writes what ``waddington prepare -o dir`` writes). Raw counts in ``X``
+        (or ``layer``), or already log-normalized values with ``input_kind="log-normalized"`` (as
+        many public perturbation files ship); data that are neither as declared is one clear
+        ``envs.DataValidationError``. Not modified.
     perturbation_key, control_value
         obs column of perturbation labels and its control label.
     split, holdout, group_key, test_fraction
@@ -85,8 +88,8 @@ def prepare(
 
     import envs
 
-    if not isinstance(adata, ad.AnnData):
-        raise TypeError(f"prepare() takes an AnnData (read a file with anndata.read_h5ad); got {type(adata).__name__}.")
+    if not isinstance(adata, (ad.AnnData, str, os.PathLike)):
+        raise TypeError(f"prepare() takes an AnnData or the path of an .h5ad file; got {type(adata).__name__}.")
     if input_kind != "counts":
         options["input_kind"] = input_kind
     dataset = envs.prepare_dataset(
@@ -100,22 +103,10 @@ def prepare(
 
 def _settings_for(dataset, output: Path, settings: Any, overrides: Mapping[str, Any]):
     """Two-stage settings that train on the dataset saved in ``output/dataset`` and describe its split."""
-    from experiments.training.settings import TwoStageSettings
+    from experiments.training.settings import TwoStageSettings, dataset_settings
 
     base = settings.to_dict() if isinstance(settings, TwoStageSettings) else dict(settings or {})
-    split = dataset.split
-    described = {
-        "data": str(output / "dataset"),
-        "perturbation_key": dataset.meta.get("perturbation_key"),
-        "control_value": dataset.control_value,
-        "split": split.kind,
-        "holdout": list(split.heldout_perturbations) if split.kind == "perturbations" else (
-            [split.heldout_group] if split.kind == "group" else []),
-        "group_key": split.group_key,
-        "covariate_keys": [k for k in dataset.meta.get("covariate_keys") or [] if k != split.group_key]
-        if split.kind == "group" else list(dataset.meta.get("covariate_keys") or []),
-        "seed": int(dataset.meta.get("seed", 0)),
-    }
+    described = {**dataset_settings(dataset), "data": str(output / "dataset")}
     return TwoStageSettings.from_mapping({**base, **described, **overrides})
 
 
@@ -165,14 +156,13 @@ def train(
     import ray
 
     import envs
-    from experiments.training.settings import setting_names
+    from experiments.training.settings import DATASET_FIXED_SETTINGS, setting_names
     from experiments.training.two_stage import run_two_stage
 
     out = Path(output).expanduser().resolve()
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"'{out}' is not empty; pass overwrite=True or choose another output.")
-    split_keys = {"split", "holdout", "group_key", "test_fraction", "covariate_keys", "ignore_values", "layer",
-                  "n_latent", "input_kind"}
+    split_keys = set(DATASET_FIXED_SETTINGS)
     prep = {k: setting_overrides.pop(k) for k in list(setting_overrides) if k in split_keys}
     unknown = sorted(set(setting_overrides) - set(setting_names()))
     if unknown:

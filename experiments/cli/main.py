@@ -1,6 +1,6 @@
 """``waddington``: the command-line entry point; builds the parser from the subcommand modules and runs one.
 
-Each subcommand is a small module (``train``, ``sweep``, ``evaluate``, ``predict``) with ``NAME``, ``HELP``,
+Each subcommand is a small module (``prepare``, ``train``, ``sweep``, ``evaluate``, ``predict``) with ``NAME``, ``HELP``,
 ``add_arguments(parser)`` and ``run(args) -> int``. Every input is checked before training starts
 -- unknown options (argparse), settings out of range, a sweep grid with invalid values, data that
 fails validation, a cluster address that does not answer -- and reported as one
@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from experiments.cli import evaluate, predict, sweep, train
+from experiments.cli import evaluate, predict, prepare, sweep, train
 from experiments.cli.errors import UsageError
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS"]
 
 #: The subcommand modules, in ``--help`` order.
-SUBCOMMANDS = {module.NAME: module for module in (train, sweep, evaluate, predict)}
+SUBCOMMANDS = {module.NAME: module for module in (prepare, train, sweep, evaluate, predict)}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -21,6 +22,7 @@ from experiments.cli.checks import (
     quick_data_check,
 )
 from experiments.cli.config_file import settings_from_args
+from experiments.cli.data import resolve_prepared_data
 from experiments.cli.errors import UsageError
 from experiments.cli.options import add_run_options, float_list
 from experiments.cli.run_dirs import (
@@ -96,10 +98,66 @@ def run(args: argparse.Namespace) -> int:
     return run_command(_run, args)
 
 
-def _run(args: argparse.Namespace, library_log: list) -> int:
-    from experiments.training.run_manifest import describe_input
-    from experiments.training.settings import TwoStageSettings, setting_names
+@dataclasses.dataclass
+class _Grid:
+    """What the sweep searches: the KL x clip grid, the searcher and scheduler, samples per point."""
 
+    kl: list[float]
+    clips: list[float]
+    searcher: str
+    scheduler: str
+    num_samples: int
+
+    def as_dict(self) -> dict:
+        return {"kl_radius": self.kl, "clip_param": self.clips, "searcher": self.searcher,
+                "scheduler": self.scheduler, "num_samples": self.num_samples}
+
+
+def _run(args: argparse.Namespace, library_log: list) -> int:
+    settings, grid = _settings_and_grid(args)
+    storage = args.output if args.output and "://" in args.output else None  # shared storage URI
+    out = (Path("runs") / f"sweep-{args.name}" if storage else output_dir(args, "sweep")).resolve()
+    manifest, settings = _claim(args, out, storage, settings)
+    dataset_dir = out / "dataset"
+    resumed_with_dataset = manifest is not None and (dataset_dir / "meta.json").is_file()
+    if manifest is not None and not resumed_with_dataset:  # stopped before its dataset was saved: prepare it again
+        settings = settings.replace(data=(manifest.data.get("input") or {}).get("data", "synthetic"))
+    source = settings.data
+    if not resumed_with_dataset:
+        given = given_settings(args)
+        settings = resolve_prepared_data(settings, keep_seed="seed" in given)  # a prepared dir (or URI) describes itself
+        quick_data_check(settings, given=given)
+    check_address(args.address)
+    if args.quiet:
+        library_log.append(LibraryLog().start())
+    LibraryLog.quiet_ray()
+    if resumed_with_dataset:
+        import envs
+
+        dataset = envs.load_dataset(dataset_dir)
+        run_settings = settings.replace(data=str(dataset_dir))
+    else:
+        dataset = prepare_run_dataset(settings, verbose=not args.quiet)
+        run_settings = settings if dataset is None else settings.replace(data=str(dataset_dir))
+    manifest = _open_manifest(args, out, manifest, settings.replace(data=source), run_settings, grid)
+    args.resume_hint = _resume_hint(args, out)
+    # Ctrl-C stops the driver at once (one line, exit 130); Tune's state on disk is what --resume restores
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    with guarded(manifest):
+        if library_log:
+            library_log[0].attach(out / LIBRARY_LOG_NAME)
+            manifest.update(outputs={**manifest.data.get("outputs", {}), "library_log": LIBRARY_LOG_NAME})
+        if dataset is not None and not resumed_with_dataset:
+            dataset.save(dataset_dir, overwrite=True)
+            manifest.update(dataset="dataset")
+        summary = _sweep(args, out, storage, run_settings, grid, dataset, library_log, manifest)
+        manifest.finish("complete", outputs={**manifest.data.get("outputs", {}), "summary": "sweep_summary.json"})
+    _print_results(summary, out / "sweep_summary.json")
+    return 1 if any(row["error"] for row in summary["trials"]) else 0
+
+
+def _settings_and_grid(args: argparse.Namespace):
+    """Validated settings and the grid (options > YAML > defaults); bad values are one UsageError."""
     try:
         settings, other = settings_from_args(args, extra_keys=SWEEP_KEYS)
     except UsageError as exc:
@@ -114,8 +172,13 @@ def _run(args: argparse.Namespace, library_log: list) -> int:
         raise UsageError("--resume needs --output DIR of the sweep to finish.")
     if args.resume and args.overwrite:
         raise UsageError("--resume finishes a sweep and --overwrite replaces one; pass only one of them.")
-    storage = args.output if args.output and "://" in args.output else None  # shared storage URI
-    out = (Path("runs") / f"sweep-{args.name}" if storage else output_dir(args, "sweep")).resolve()
+    return settings, _Grid(kl, clips, searcher, scheduler, num_samples)
+
+
+def _claim(args: argparse.Namespace, out: Path, storage: str | None, settings):
+    """(the manifest of the sweep to resume or None, the settings it ran with); a busy output is refused."""
+    from experiments.training.settings import TwoStageSettings, setting_names
+
     manifest = None
     if args.resume and not storage and not (out / args.name).is_dir():
         raise UsageError(f"Nothing to resume at '{out / args.name}': no sweep there (check --output and --name).")
@@ -129,74 +192,53 @@ def _run(args: argparse.Namespace, library_log: list) -> int:
         # else: a sweep written before manifests existed: resumed from the options given, as before
     else:
         check_output_free(out, overwrite=args.overwrite, resume_hint=f"`{_resume_hint(args, out)}` to finish it")
-    dataset_dir = out / "dataset"
-    resumed_with_dataset = manifest is not None and (dataset_dir / "meta.json").is_file()
-    if manifest is not None and not resumed_with_dataset:  # stopped before its dataset was saved: prepare it again
-        settings = settings.replace(data=(manifest.data.get("input") or {}).get("data", "synthetic"))
-    if not resumed_with_dataset:
-        quick_data_check(settings, given=given_settings(args))
-    check_address(args.address)
-    if args.quiet:
-        library_log.append(LibraryLog().start())
+    return manifest, settings
+
+
+def _open_manifest(args: argparse.Namespace, out: Path, manifest, settings, run_settings, grid: _Grid):
+    """The sweep's manifest: a new one, one adopted by an older sweep dir, or the resumed one marked so."""
+    from experiments.training.run_manifest import RunManifest, describe_input
+
+    if manifest is None and args.resume:  # adopt an older sweep dir: it gets a manifest now
+        out.mkdir(parents=True, exist_ok=True)
+        return RunManifest.create(out, kind="sweep", argv=getattr(args, "argv", None),
+                                  settings=run_settings.to_dict(), seed=settings.seed,
+                                  input=describe_input(settings.data), adopted=True)
+    if manifest is None:
+        return start_run(out, kind="sweep", args=args, overwrite=args.overwrite, settings=run_settings.to_dict(),
+                         seed=settings.seed, input=describe_input(settings.data), experiment=args.name,
+                         grid=grid.as_dict())
+    manifest.resumed(getattr(args, "argv", None))
+    return manifest
+
+
+def _sweep(args: argparse.Namespace, out: Path, storage, run_settings, grid: _Grid, dataset, library_log,
+           manifest) -> dict:
+    """Run the Tune sweep; its summary (written to ``sweep_summary.json``); the trials' checkpoints to the manifest."""
     from experiments.training import sweep
 
-    LibraryLog.quiet_ray()
-    if resumed_with_dataset:
-        import envs
-
-        dataset = envs.load_dataset(dataset_dir)
-        run_settings = settings.replace(data=str(dataset_dir))
-    else:
-        dataset = prepare_run_dataset(settings, verbose=not args.quiet)
-        run_settings = settings if dataset is None else settings.replace(data=str(dataset_dir))
-    if manifest is None and args.resume:  # adopt an older sweep dir: it gets a manifest now
-        from experiments.training.run_manifest import RunManifest
-
-        out.mkdir(parents=True, exist_ok=True)
-        manifest = RunManifest.create(out, kind="sweep", argv=getattr(args, "argv", None),
-                                      settings=run_settings.to_dict(), seed=settings.seed,
-                                      input=describe_input(settings.data), adopted=True)
-    elif manifest is None:
-        manifest = start_run(out, kind="sweep", args=args, overwrite=args.overwrite, settings=run_settings.to_dict(),
-                             seed=settings.seed, input=describe_input(settings.data), experiment=args.name,
-                             grid={"kl_radius": kl, "clip_param": clips, "searcher": searcher,
-                                   "scheduler": scheduler, "num_samples": num_samples})
-    else:
-        manifest.resumed(getattr(args, "argv", None))
-    args.resume_hint = _resume_hint(args, out)
-    # Ctrl-C stops the driver at once (one line, exit 130); Tune's state on disk is what --resume restores
-    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
-    with guarded(manifest):
-        if library_log:
-            library_log[0].attach(out / LIBRARY_LOG_NAME)
-            manifest.update(outputs={**manifest.data.get("outputs", {}), "library_log": LIBRARY_LOG_NAME})
-        if dataset is not None and not resumed_with_dataset:
-            dataset.save(dataset_dir, overwrite=True)
-            manifest.update(dataset="dataset")
-        init_ray(args)
-        print(f"waddington sweep -> {out / args.name}  kl_radius={kl} clip={clips} searcher={searcher} "
-              f"scheduler={scheduler} samples={num_samples}", flush=True)
-        started = time.perf_counter()
-        quiet = library_log[0].library_prints() if library_log else contextlib.nullcontext()
-        try:
-            with quiet:  # -q: Tune's own progress boxes go to the log file
-                results = sweep.run_sweep(
-                    run_settings, kl_radii=kl, clips=clips, storage_path=storage or out, name=args.name,
-                    searcher=searcher, scheduler=scheduler, num_samples=num_samples,
-                    max_concurrent=args.max_concurrent, max_failures=args.max_failures, resume=args.resume,
-                    data=None if dataset is None else dataset.env_view(), verbose=0 if args.quiet else 1,
-                    # an existing cluster may autoscale: let trials wait for nodes instead of failing
-                    autoscaling=bool(args.address or os.environ.get("RAY_ADDRESS")),
-                )
-        except sweep.SweepError as exc:
-            raise UsageError(cli_message(str(exc), args)) from exc
-        summary = sweep.summarize(results)
-        summary["wall_s"] = time.perf_counter() - started
-        sweep.write_summary(summary, out / "sweep_summary.json")
-        manifest.update(checkpoints=_trial_checkpoints(results, manifest))
-        manifest.finish("complete", outputs={**manifest.data.get("outputs", {}), "summary": "sweep_summary.json"})
-    _print_results(summary, out / "sweep_summary.json")
-    return 1 if any(row["error"] for row in summary["trials"]) else 0
+    init_ray(args)
+    print(f"waddington sweep -> {out / args.name}  kl_radius={grid.kl} clip={grid.clips} searcher={grid.searcher} "
+          f"scheduler={grid.scheduler} samples={grid.num_samples}", flush=True)
+    started = time.perf_counter()
+    quiet = library_log[0].library_prints() if library_log else contextlib.nullcontext()
+    try:
+        with quiet:  # -q: Tune's own progress boxes go to the log file
+            results = sweep.run_sweep(
+                run_settings, kl_radii=grid.kl, clips=grid.clips, storage_path=storage or out, name=args.name,
+                searcher=grid.searcher, scheduler=grid.scheduler, num_samples=grid.num_samples,
+                max_concurrent=args.max_concurrent, max_failures=args.max_failures, resume=args.resume,
+                data=None if dataset is None else dataset.env_view(), verbose=0 if args.quiet else 1,
+                # an existing cluster may autoscale: let trials wait for nodes instead of failing
+                autoscaling=bool(args.address or os.environ.get("RAY_ADDRESS")),
+            )
+    except sweep.SweepError as exc:
+        raise UsageError(cli_message(str(exc), args)) from exc
+    summary = sweep.summarize(results)
+    summary["wall_s"] = time.perf_counter() - started
+    sweep.write_summary(summary, out / "sweep_summary.json")
+    manifest.update(checkpoints=_trial_checkpoints(results, manifest))
+    return summary
 
 
 def _validate_grid(kl, clips, args):

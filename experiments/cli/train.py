@@ -22,6 +22,7 @@ from experiments.cli.checks import (
     quick_data_check,
 )
 from experiments.cli.config_file import settings_from_args
+from experiments.cli.data import resolve_prepared_data
 from experiments.cli.errors import UsageError
 from experiments.cli.options import add_run_options
 from experiments.cli.run_dirs import (
@@ -126,7 +127,9 @@ def _new_run(args: argparse.Namespace, library_log: list) -> int:
     out = output_dir(args, "train")
     # cheap checks first (no heavy import): the output dir, the data file and its obs, the cluster address
     check_output_free(out, overwrite=args.overwrite, resume_hint=f"`waddington train --resume {out}` to continue it")
-    quick_data_check(settings, given=given_settings(args))
+    given, source = given_settings(args), settings.data
+    settings = resolve_prepared_data(settings, keep_seed="seed" in given)  # a prepared dir (or URI) describes itself
+    quick_data_check(settings, given=given)
     check_address(args.address)
     started = time.perf_counter()
     if args.quiet:
@@ -134,7 +137,7 @@ def _new_run(args: argparse.Namespace, library_log: list) -> int:
     dataset = prepare_run_dataset(settings, verbose=not args.quiet)
     run_settings = settings if dataset is None else settings.replace(data=str(out / "dataset"))
     manifest = start_run(out, kind="train", args=args, overwrite=args.overwrite, settings=run_settings.to_dict(),
-                         seed=settings.seed, input=describe_input(settings.data),
+                         seed=settings.seed, input=describe_input(source),  # the URI, not this machine's cache
                          dataset=None if dataset is None else "dataset")
     args.resume_hint = f"waddington train --resume {out}"
     with guarded(manifest):
@@ -170,6 +173,7 @@ def _resume(args: argparse.Namespace, library_log: list) -> int:
     if manifest.data.get("dataset") and not (dataset_dir / "meta.json").is_file():
         # interrupted before the dataset was saved: prepare it again from the recorded input
         source = recorded.replace(data=(manifest.data.get("input") or {}).get("data", "synthetic"))
+        source = resolve_prepared_data(source, keep_seed=True)  # a storage URI: fetched again on this machine
         quick_data_check(source)
         dataset = prepare_run_dataset(source, verbose=not args.quiet)
     if manifest.data.get("dataset"):

@@ -93,6 +93,8 @@ def describe_input(data: Any) -> dict[str, Any]:
         return {"data": repr(data), "kind": type(data).__name__, "sha256": None}
     if str(data) == "synthetic":
         return {"data": "synthetic", "kind": "synthetic", "sha256": None}
+    if "://" in str(data):
+        return {"data": str(data), "kind": "prepared dataset (storage URI)", "sha256": None}
     path = Path(data).expanduser().resolve()
     if path.is_dir():
         arrays = path / _DATASET_ARRAYS

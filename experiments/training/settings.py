@@ -197,6 +197,30 @@ def infer_split(values: Mapping[str, Any]) -> str:
     return "perturbations" if values.get("holdout") else "cells"
 
 
+#: Settings a prepared dataset fixes: a run on a prepared directory cannot change them.
+DATASET_FIXED_SETTINGS = ("split", "holdout", "group_key", "test_fraction", "covariate_keys", "ignore_values", "layer",
+                          "n_latent", "input_kind")
+
+
+def dataset_settings(dataset: Any) -> dict[str, Any]:
+    """The data settings that describe a prepared dataset (its keys, split and seed), for runs trained on it."""
+    split = dataset.split
+    keys = list(dataset.meta.get("covariate_keys") or [])
+    return {
+        "perturbation_key": dataset.meta.get("perturbation_key"),
+        "control_value": dataset.control_value,
+        "split": split.kind,
+        "holdout": list(split.heldout_perturbations) if split.kind == "perturbations" else (
+            [split.heldout_group] if split.kind == "group" else []),
+        "group_key": split.group_key,
+        "covariate_keys": [k for k in keys if k != split.group_key] if split.kind == "group" else keys,
+        "seed": int(dataset.meta.get("seed", 0)),
+        # recorded by preparation since out-of-core preparation came; absent from older datasets
+        **{key: dataset.meta[key] for key in ("n_latent", "ignore_values", "layer", "test_fraction", "input_kind")
+           if key in dataset.meta},
+    }
+
+
 def setting_names() -> tuple[str, ...]:
     """Names of every setting (the keys of YAML files and Tune param spaces)."""
     return tuple(f.name for f in dataclasses.fields(TwoStageSettings))
