@@ -40,6 +40,7 @@ class CellStateEnv(gym.Env):
     | ``[2d, 2d + d)``                   | knockdown direction of the perturbed gene (unit)     | -1     | 1     |
     | ``2d + d``                         | 1 if the perturbation is a gene in the panel         | 0      | 1     |
     | next ``m``                         | one-hot id of non-gene training perturbations        | 0      | 1     |
+    | next ``d`` (with ``shift_hint``)   | ``z_0 + hint - z``: the way to the start cell moved by the perturbation's mean shift in the training data | -3 bound | 3 bound |
     | last                               | fraction of the horizon remaining                    | 0      | 1     |
 
     ## Transition
@@ -78,6 +79,7 @@ class CellStateEnv(gym.Env):
     | ``action_scale``   | ``0.3``        | latent distance of a full push                                  |
     | ``noise_std``      | ``0.05``       | per-step diffusion                                              |
     | ``action_cost``    | ``0.05``       | weight of the action-energy cost                                |
+    | ``shift_hint``     | ``None``       | observe the perturbation's mean shift (``envs.perturbation_features.ShiftHints``); ``None``: on for datasets prepared with it (all new ones) |
     | ``seed``           | ``0``          | seed of data preparation (split, fits); episodes follow ``reset(seed=)`` |
     | ``dataset_options``| ``None``       | more keyword options for ``envs.prepare_dataset``               |
 
@@ -105,6 +107,7 @@ class CellStateEnv(gym.Env):
         action_scale: float = 0.3,
         noise_std: float = 0.05,
         action_cost: float = 0.05,
+        shift_hint: bool | None = None,
         seed: int = 0,
         dataset_options: dict[str, Any] | None = None,
         render_mode: str | None = None,
@@ -117,9 +120,8 @@ class CellStateEnv(gym.Env):
             seed=seed,
             **(dataset_options or {}),
         )
-        config = DynamicsConfig(
-            horizon=horizon, dt=dt, action_scale=action_scale, noise_std=noise_std, action_cost=action_cost
-        )
+        config = DynamicsConfig(horizon=horizon, dt=dt, action_scale=action_scale, noise_std=noise_std,
+                                action_cost=action_cost, shift_hint=shift_hint)
         self.dynamics = CellStateDynamics(self.dataset, config, perturbation=perturbation, cells=cells)
         low, high = self.dynamics.observation_bounds()
         self.observation_space = spaces.Box(low, high, dtype=np.float32)

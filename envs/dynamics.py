@@ -13,6 +13,7 @@ import numpy as np
 
 from envs.dataset import PreparedDataset
 from envs.pairing import stratified_ot_pairs
+from envs.perturbation_features import ShiftHints
 
 __all__ = ["DynamicsConfig", "CellStateDynamics"]
 
@@ -26,6 +27,7 @@ class DynamicsConfig:
     action_scale: float = 0.3
     noise_std: float = 0.05
     action_cost: float = 0.05
+    shift_hint: bool | None = None  # observe each perturbation's mean shift; None: as the dataset says
 
     def validate(self) -> None:
         if self.horizon < 1:
@@ -54,7 +56,11 @@ class CellStateDynamics:
         self.dt = dataset.landscape.stable_dt() if config.dt is None else float(config.dt)
         self.n_latent = dataset.n_latent
         featurizer = dataset.featurizer
-        self.feature_dim = featurizer.dim
+        hinted = dataset.meta.get("shift_hint", False) if config.shift_hint is None else config.shift_hint
+        # datasets prepared before hints existed keep their observation layout (their policies expect it)
+        self.hints = ShiftHints(dataset.latent, dataset.pairs, featurizer) if hinted else None
+        self._featurizer = featurizer
+        self.feature_dim = featurizer.dim + (self.n_latent if hinted else 0)
         self.bound = float(np.ceil(1.5 * np.abs(dataset.latent).max()))
         if cells not in ("train", "test"):
             raise ValueError(f"cells must be 'train' or 'test', got {cells!r}.")
@@ -68,7 +74,7 @@ class CellStateDynamics:
                 )
             names = [str(perturbation)]
         self.perturbations = names
-        self.features = np.stack([featurizer(name) for name in names]).astype(np.float32)
+        self.features = np.stack([self.feature_of(name) for name in names]).astype(np.float32)
         self.pairs = [self._pairs_for(name, cells) for name in names]
         self.obs_dim = 2 * self.n_latent + self.feature_dim + 1
 
@@ -82,9 +88,16 @@ class CellStateDynamics:
         return stratified_ot_pairs(self.dataset.latent, controls, targets, self.dataset.covariates,
                                    rng=np.random.default_rng(0))
 
+    def feature_of(self, perturbation: str) -> np.ndarray:
+        """The features of any perturbation (seen or not), then its shift hint (observed as ``start + hint - z``)."""
+        base = self._featurizer(perturbation)
+        return base if self.hints is None else np.concatenate([base, self.hints(perturbation)]).astype(np.float32)
+
     def observation_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        hint_dims = self.n_latent if self.hints is not None else 0
         high = np.concatenate(
-            [np.full(2 * self.n_latent, self.bound), np.ones(self.feature_dim), np.ones(1)]
+            [np.full(2 * self.n_latent, self.bound), np.ones(self.feature_dim - hint_dims),
+             np.full(hint_dims, 3 * self.bound), np.ones(1)]
         ).astype(np.float32)
         low = -high
         low[-1] = 0.0
@@ -122,4 +135,8 @@ class CellStateDynamics:
     def observe_features(self, z: np.ndarray, start: np.ndarray, features: np.ndarray, t: np.ndarray) -> np.ndarray:
         """:meth:`observe` with the perturbation given by its feature rows (any perturbation, seen or not)."""
         remaining = 1.0 - np.asarray(t, dtype=np.float64) / self.config.horizon
+        if self.hints is not None:
+            # the hint is observed as the way still to go to start + hint: a policy reads a step off it directly
+            features = np.concatenate([features[:, : -self.n_latent], start + features[:, -self.n_latent :] - z],
+                                      axis=1)
         return np.concatenate([z, start, features, remaining[:, None]], axis=1).astype(np.float32)

@@ -196,7 +196,8 @@ def prepare_dataset(
     meta = {"source": source, "perturbation_key": perturbation_key, "seed": seed, "modality": modality,
             "covariate_keys": cells.covariate_keys, "input_kind": input_kind, "basis": basis.added,
             "out_of_core": not isinstance(expression, sp.spmatrix), "n_latent": n_latent, "n_top_genes": n_top_genes,
-            "ignore_values": list(ignore_values), "layer": layer, "test_fraction": test_fraction}
+            "ignore_values": list(ignore_values), "layer": layer, "test_fraction": test_fraction,
+            "shift_hint": True}  # policies trained on this dataset observe ShiftHints (envs.perturbation_features)
     return assemble_dataset(cells, control_value, space, latent, expression, truth=truth, meta=meta, **shared)
 
 

@@ -239,7 +239,7 @@ def rollout(
     dyn = context.dynamics
     ds = context.dataset
     z0 = context.start_latent(perturbation)
-    feature = ds.featurizer(perturbation).astype(np.float32)
+    feature = dyn.feature_of(perturbation).astype(np.float32)
     n = z0.shape[0]
     z = z0.copy()
     path = [z0.copy()]
@@ -278,6 +278,6 @@ BASELINES: dict[str, Predictor] = {
 def make_dynamics(dataset: PreparedDataset, env_config: dict | None = None) -> CellStateDynamics:
     """Dynamics with the env settings of ``env_config`` (keys as the env's arguments)."""
     env_config = env_config or {}
-    keys = ("horizon", "dt", "action_scale", "noise_std", "action_cost")
+    keys = ("horizon", "dt", "action_scale", "noise_std", "action_cost", "shift_hint")
     config = DynamicsConfig(**{k: env_config[k] for k in keys if k in env_config})
     return CellStateDynamics(dataset, config)

@@ -1,0 +1,72 @@
+"""Shift hints: the mean shift of each perturbation, observed by the policy, from training data only."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import gymnasium as gym
+import numpy as np
+
+from envs import ENV_ID
+from envs.dynamics import CellStateDynamics, DynamicsConfig
+from envs.perturbation_features import ShiftHints
+from envs.preparation import prepare_dataset
+
+
+def test_training_hints_are_the_mean_paired_displacement(synthetic_dataset):
+    ds = synthetic_dataset
+    hints = ShiftHints(ds.latent, ds.pairs, ds.featurizer)
+    for name, pairs in ds.pairs.items():
+        start, target, weight = ds.latent[pairs[:, 0].astype(int)], ds.latent[pairs[:, 1].astype(int)], pairs[:, 2]
+        np.testing.assert_allclose(hints(name), (weight[:, None] * (target - start)).sum(axis=0), atol=1e-5)
+    # the shift of a perturbation is its own: hints differ more between perturbations than within noise
+    spread = np.std(np.stack([hints(n) for n in ds.pairs]), axis=0)
+    assert spread.max() > 0.1
+
+
+def test_unseen_perturbation_hint_is_regressed_from_features(synthetic_adata):
+    held_out = sorted(set(synthetic_adata.obs["perturbation"]) - {"control"})[0]
+    ds = prepare_dataset(synthetic_adata, perturbation_key="perturbation", control_value="control",
+                         split="perturbations", holdout=[held_out], seed=0)
+    hints = ShiftHints(ds.latent, ds.pairs, ds.featurizer)
+    assert held_out not in hints.known
+    average = np.mean(np.stack(list(hints.known.values())), axis=0)
+    np.testing.assert_allclose(hints("not-a-gene"), average, atol=1e-5)  # nothing known: the average shift
+    # a feature vector shared with training perturbations is regressed onto their shifts, not averaged
+    names = sorted(hints.known)
+    mixed = ShiftHints(ds.latent, ds.pairs, _Blend(ds.featurizer, names[0], names[1]))
+    assert np.linalg.norm(mixed("blend") - average) > 0.1
+    # a held-out panel gene's knockdown direction is its own latent axis, which no training perturbation
+    # uses: its features say nothing the training shifts can be regressed on, and it gets the average
+    directions = np.stack([ds.featurizer(n)[: ds.n_latent] for n in names])  # the in-panel flag is shared by all
+    assert np.abs(directions @ ds.featurizer(held_out)[: ds.n_latent]).max() < 0.2
+    assert np.linalg.norm(hints(held_out) - average) < 0.2 * np.linalg.norm(average)
+
+
+class _Blend:
+    """A featurizer that gives 'blend' the mean features of two training perturbations."""
+
+    def __init__(self, base, a: str, b: str):
+        self.base, self.a, self.b, self.dim = base, a, b, base.dim
+
+    def __call__(self, name: str) -> np.ndarray:
+        return (self.base(self.a) + self.base(self.b)) / 2 if name == "blend" else self.base(name)
+
+
+def test_observation_carries_the_hint_only_for_datasets_prepared_with_it(synthetic_dataset):
+    env = gym.make(ENV_ID, data=synthetic_dataset).unwrapped
+    d = env.dynamics.n_latent
+    base_dim = synthetic_dataset.featurizer.dim
+    assert env.observation_space.shape == (2 * d + base_dim + d + 1,)
+    obs, info = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    start = obs[d : 2 * d]  # at reset the cell is at its start: the way to go is the hint itself
+    np.testing.assert_allclose(obs[2 * d + base_dim : 3 * d + base_dim], env.dynamics.hints(info["perturbation"]),
+                               atol=1e-5)
+    obs, *_ = env.step(np.ones(d, dtype=np.float32))
+    np.testing.assert_allclose(obs[2 * d + base_dim : 3 * d + base_dim],
+                               start + env.dynamics.hints(info["perturbation"]) - obs[:d], atol=1e-5)
+    older = dataclasses.replace(synthetic_dataset, meta={k: v for k, v in synthetic_dataset.meta.items()
+                                                         if k != "shift_hint"})
+    assert CellStateDynamics(older, DynamicsConfig()).feature_dim == base_dim  # a run trained before hints
+    assert CellStateDynamics(older, DynamicsConfig(shift_hint=True)).feature_dim == base_dim + d
