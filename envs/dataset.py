@@ -66,9 +66,14 @@ class PreparedDataset:
 
     @property
     def featurizer(self) -> PerturbationFeaturizer:
-        return PerturbationFeaturizer(
-            self.latent_space.components, self.latent_space.feature_names, self.training_perturbations
-        )
+        """Features of perturbations; datasets prepared with shift hints leave out the target-gene axis rows."""
+        basis = self.meta.get("basis") or {}
+        shared = None
+        if self.meta.get("shift_hint") and "gene_axes" in basis:  # older datasets keep the features their runs saw
+            first, n_axes = int(basis.get("cell_pcs", 0)), int(basis["gene_axes"])
+            shared = [row for row in range(self.n_latent) if not first <= row < first + n_axes]
+        return PerturbationFeaturizer(self.latent_space.components, self.latent_space.feature_names,
+                                      self.training_perturbations, shared_rows=shared)
 
     def cell_indices(self, label: str, part: str = "train") -> np.ndarray:
         """Indices of cells with ``label`` in the ``"train"``, ``"test"`` or ``"all"`` part."""

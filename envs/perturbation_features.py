@@ -22,8 +22,13 @@ __all__ = ["PerturbationFeaturizer", "ShiftHints"]
 class PerturbationFeaturizer:
     """Maps perturbation names to fixed-length feature vectors in ``[-1, 1]``."""
 
-    def __init__(self, components: np.ndarray, feature_names: Sequence[str], training_perturbations: Sequence[str]):
+    def __init__(self, components: np.ndarray, feature_names: Sequence[str], training_perturbations: Sequence[str],
+                 *, shared_rows: Sequence[int] | None = None):
         self.components = np.asarray(components, dtype=np.float64)
+        # basis rows every gene loads on (cell PCs, response directions); None: all rows. A target-gene
+        # axis row belongs to one gene: for a gene never perturbed in training it is an input the policy
+        # never saw, whose untrained weights would push cells anywhere.
+        self.shared_rows = None if shared_rows is None else np.asarray(sorted(shared_rows), dtype=int)
         self.gene_index = {str(name): i for i, name in enumerate(feature_names)}
         self.fallback = sorted(str(p) for p in training_perturbations if str(p) not in self.gene_index)
 
@@ -38,6 +43,8 @@ class PerturbationFeaturizer:
         gene = self.gene_index.get(str(perturbation))
         if gene is not None:
             direction = -self.components[:, gene]
+            if self.shared_rows is not None:
+                direction = np.where(np.isin(np.arange(n_latent), self.shared_rows), direction, 0.0)
             norm = np.linalg.norm(direction)
             if norm > 0:
                 feature[:n_latent] = direction / norm
@@ -56,8 +63,8 @@ class ShiftHints:
     the mean displacement of its OT pairs (paired target minus start, with the pairs' weights, so
     within covariates when the pairs are); for any other perturbation, a ridge regression of those
     displacements on the perturbations' features (:class:`PerturbationFeaturizer`), which for a
-    held-out panel gene extrapolates from its knockdown direction and otherwise gives the average
-    shift. The policy still learns the state-dependent rest from the paired targets.
+    held-out panel gene extrapolates from its loadings on the basis rows all genes share; a
+    perturbation with no features at all gets the average shift. The policy still learns the state-dependent rest from the paired targets.
 
     Parameters
     ----------
@@ -98,4 +105,6 @@ class ShiftHints:
         if name in self.known:
             return self.known[name].astype(np.float32)
         feature = self.featurizer(name).astype(np.float64)
+        if not feature.any():  # nothing is known about it: the average shift, not an extrapolation from zero
+            return self._mean.astype(np.float32)
         return (self._mean + (feature - self._feature_mean) @ self._weights).astype(np.float32)

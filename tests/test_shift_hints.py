@@ -24,7 +24,7 @@ def test_training_hints_are_the_mean_paired_displacement(synthetic_dataset):
     assert spread.max() > 0.1
 
 
-def test_unseen_perturbation_hint_is_regressed_from_features(synthetic_adata):
+def test_unseen_panel_gene_hint_is_regressed_from_its_loadings(synthetic_adata):
     held_out = sorted(set(synthetic_adata.obs["perturbation"]) - {"control"})[0]
     ds = prepare_dataset(synthetic_adata, perturbation_key="perturbation", control_value="control",
                          split="perturbations", holdout=[held_out], seed=0)
@@ -32,25 +32,15 @@ def test_unseen_perturbation_hint_is_regressed_from_features(synthetic_adata):
     assert held_out not in hints.known
     average = np.mean(np.stack(list(hints.known.values())), axis=0)
     np.testing.assert_allclose(hints("not-a-gene"), average, atol=1e-5)  # nothing known: the average shift
-    # a feature vector shared with training perturbations is regressed onto their shifts, not averaged
-    names = sorted(hints.known)
-    mixed = ShiftHints(ds.latent, ds.pairs, _Blend(ds.featurizer, names[0], names[1]))
-    assert np.linalg.norm(mixed("blend") - average) > 0.1
-    # a held-out panel gene's knockdown direction is its own latent axis, which no training perturbation
-    # uses: its features say nothing the training shifts can be regressed on, and it gets the average
-    directions = np.stack([ds.featurizer(n)[: ds.n_latent] for n in names])  # the in-panel flag is shared by all
-    assert np.abs(directions @ ds.featurizer(held_out)[: ds.n_latent]).max() < 0.2
-    assert np.linalg.norm(hints(held_out) - average) < 0.2 * np.linalg.norm(average)
-
-
-class _Blend:
-    """A featurizer that gives 'blend' the mean features of two training perturbations."""
-
-    def __init__(self, base, a: str, b: str):
-        self.base, self.a, self.b, self.dim = base, a, b, base.dim
-
-    def __call__(self, name: str) -> np.ndarray:
-        return (self.base(self.a) + self.base(self.b)) / 2 if name == "blend" else self.base(name)
+    observed = ds.latent[ds.cell_indices(held_out, "all")].mean(axis=0) - ds.latent[
+        ds.cell_indices("control", "train")].mean(axis=0)
+    # the synthetic knockdowns move cells with their gene's loadings: regressed, the hint lands far
+    # closer to the unseen shift than the average does (measured 0.47 vs 2.23 for this gene)
+    assert np.linalg.norm(hints(held_out) - observed) < 0.5 * np.linalg.norm(average - observed)
+    # its own target-gene axis, which no training perturbation used, is not among its features
+    basis = ds.meta["basis"]
+    axis_rows = slice(basis["cell_pcs"], basis["cell_pcs"] + basis["gene_axes"])
+    assert not np.any(ds.featurizer(held_out)[: ds.n_latent][axis_rows])
 
 
 def test_observation_carries_the_hint_only_for_datasets_prepared_with_it(synthetic_dataset):
