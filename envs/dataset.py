@@ -66,12 +66,18 @@ class PreparedDataset:
 
     @property
     def featurizer(self) -> PerturbationFeaturizer:
-        """Features of perturbations; datasets prepared with shift hints leave out the target-gene axis rows."""
+        """Features of perturbations over every basis row (the ridge baseline's, and what can be expressed)."""
+        return PerturbationFeaturizer(self.latent_space.components, self.latent_space.feature_names,
+                                      self.training_perturbations)
+
+    @property
+    def policy_featurizer(self) -> PerturbationFeaturizer:
+        """The features policies observe: datasets prepared with shift hints leave out the target-gene axis rows."""
         basis = self.meta.get("basis") or {}
-        shared = None
-        if self.meta.get("shift_hint") and "gene_axes" in basis:  # older datasets keep the features their runs saw
-            first, n_axes = int(basis.get("cell_pcs", 0)), int(basis["gene_axes"])
-            shared = [row for row in range(self.n_latent) if not first <= row < first + n_axes]
+        if not (self.meta.get("shift_hint") and "gene_axes" in basis):  # older datasets: the features their runs saw
+            return self.featurizer
+        first, n_axes = int(basis.get("cell_pcs", 0)), int(basis["gene_axes"])
+        shared = [row for row in range(self.n_latent) if not first <= row < first + n_axes]
         return PerturbationFeaturizer(self.latent_space.components, self.latent_space.feature_names,
                                       self.training_perturbations, shared_rows=shared)
 

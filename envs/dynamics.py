@@ -55,7 +55,7 @@ class CellStateDynamics:
         self.config = config
         self.dt = dataset.landscape.stable_dt() if config.dt is None else float(config.dt)
         self.n_latent = dataset.n_latent
-        featurizer = dataset.featurizer
+        featurizer = dataset.policy_featurizer
         hinted = dataset.meta.get("shift_hint", False) if config.shift_hint is None else config.shift_hint
         # datasets prepared before hints existed keep their observation layout (their policies expect it)
         self.hints = ShiftHints(dataset.latent, dataset.pairs, featurizer) if hinted else None

@@ -100,7 +100,11 @@ def test_prepare_to_and_evaluate_from_a_storage_uri(small_file, tmp_path):
 
 
 def test_storage_never_replaces_foreign_files_and_refreshes_a_stale_cache(tmp_path, monkeypatch, prepared):
-    from experiments.training.prepared_storage import CACHE_ENV, download_dataset, upload_directory
+    from experiments.training.prepared_storage import (
+        CACHE_ENV,
+        download_dataset,
+        upload_directory,
+    )
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     foreign = tmp_path / "bucket" / "mine"

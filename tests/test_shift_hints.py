@@ -15,7 +15,7 @@ from envs.preparation import prepare_dataset
 
 def test_training_hints_are_the_mean_paired_displacement(synthetic_dataset):
     ds = synthetic_dataset
-    hints = ShiftHints(ds.latent, ds.pairs, ds.featurizer)
+    hints = ShiftHints(ds.latent, ds.pairs, ds.policy_featurizer)
     for name, pairs in ds.pairs.items():
         start, target, weight = ds.latent[pairs[:, 0].astype(int)], ds.latent[pairs[:, 1].astype(int)], pairs[:, 2]
         np.testing.assert_allclose(hints(name), (weight[:, None] * (target - start)).sum(axis=0), atol=1e-5)
@@ -28,7 +28,7 @@ def test_unseen_panel_gene_hint_is_regressed_from_its_loadings(synthetic_adata):
     held_out = sorted(set(synthetic_adata.obs["perturbation"]) - {"control"})[0]
     ds = prepare_dataset(synthetic_adata, perturbation_key="perturbation", control_value="control",
                          split="perturbations", holdout=[held_out], seed=0)
-    hints = ShiftHints(ds.latent, ds.pairs, ds.featurizer)
+    hints = ShiftHints(ds.latent, ds.pairs, ds.policy_featurizer)
     assert held_out not in hints.known
     average = np.mean(np.stack(list(hints.known.values())), axis=0)
     np.testing.assert_allclose(hints("not-a-gene"), average, atol=1e-5)  # nothing known: the average shift
@@ -40,7 +40,8 @@ def test_unseen_panel_gene_hint_is_regressed_from_its_loadings(synthetic_adata):
     # its own target-gene axis, which no training perturbation used, is not among its features
     basis = ds.meta["basis"]
     axis_rows = slice(basis["cell_pcs"], basis["cell_pcs"] + basis["gene_axes"])
-    assert not np.any(ds.featurizer(held_out)[: ds.n_latent][axis_rows])
+    assert not np.any(ds.policy_featurizer(held_out)[: ds.n_latent][axis_rows])
+    assert np.any(ds.featurizer(held_out)[: ds.n_latent][axis_rows])  # the ridge baseline keeps every row
 
 
 def test_observation_carries_the_hint_only_for_datasets_prepared_with_it(synthetic_dataset):
