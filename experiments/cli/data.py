@@ -7,7 +7,7 @@ from pathlib import Path
 
 from experiments.cli.errors import UsageError
 
-__all__ = ["prepare_split_dataset", "dataset_of_run", "resolve_prepared_data", "is_prepared_dir"]
+__all__ = ["prepare_split_dataset", "dataset_of_run", "resolve_prepared_data", "checked_data_settings", "is_prepared_dir"]
 
 
 def is_prepared_dir(data) -> bool:
@@ -50,6 +50,19 @@ def resolve_prepared_data(settings, *, keep_seed: bool = False, with_expression:
     if keep_seed:
         described.pop("seed")  # the training seed the user asked for; the dataset keeps its own
     return settings.replace(data=data, **described)
+
+
+def checked_data_settings(settings, args, *, keep_seed: bool | None = None):
+    """:func:`resolve_prepared_data`, then the quick data checks against the options the user gave.
+
+    ``keep_seed``: keep the settings' training seed (default: when the user gave ``--seed``).
+    """
+    from experiments.cli.checks import given_settings, quick_data_check
+
+    given = given_settings(args)
+    settings = resolve_prepared_data(settings, keep_seed="seed" in given if keep_seed is None else keep_seed)
+    quick_data_check(settings, given=given)
+    return settings
 
 
 def prepare_split_dataset(data: str, settings, seed: int, *, verbose: bool = False):

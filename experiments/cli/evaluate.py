@@ -28,15 +28,9 @@ from typing import Any
 from experiments.cli.checks import (
     cli_message,
     document_defaults,
-    given_settings,
-    quick_data_check,
 )
 from experiments.cli.config_file import load_yaml, settings_from_args
-from experiments.cli.data import (
-    dataset_of_run,
-    prepare_split_dataset,
-    resolve_prepared_data,
-)
+from experiments.cli.data import checked_data_settings, dataset_of_run, prepare_split_dataset
 from experiments.cli.errors import UsageError
 from experiments.cli.options import add_data_options, add_ray_options, int_list
 from experiments.cli.run_dirs import check_output_free, guarded, start_run
@@ -274,10 +268,8 @@ def _run(args: argparse.Namespace, library_log: list) -> int:
     out = output_dir(args, "evaluate")
     check_output_free(out, overwrite=args.overwrite, resume_hint=None)
     if args.data:
-        given = given_settings(args)
-        base = resolve_prepared_data(base.replace(data=args.data), keep_seed=True)  # a prepared dir (or URI)
+        base = checked_data_settings(base.replace(data=args.data), args, keep_seed=True)  # a prepared dir (or URI)
         args.data = base.data
-        quick_data_check(base, given=given)
     if args.quiet:
         library_log.append(LibraryLog().start())
     from experiments.evaluation.baselines import BASELINES

@@ -18,11 +18,9 @@ from pathlib import Path
 from experiments.cli.checks import (
     cli_message,
     document_defaults,
-    given_settings,
-    quick_data_check,
 )
 from experiments.cli.config_file import settings_from_args
-from experiments.cli.data import resolve_prepared_data
+from experiments.cli.data import checked_data_settings
 from experiments.cli.errors import UsageError
 from experiments.cli.options import add_run_options, float_list
 from experiments.cli.run_dirs import (
@@ -124,9 +122,7 @@ def _run(args: argparse.Namespace, library_log: list) -> int:
         settings = settings.replace(data=(manifest.data.get("input") or {}).get("data", "synthetic"))
     source = settings.data
     if not resumed_with_dataset:
-        given = given_settings(args)
-        settings = resolve_prepared_data(settings, keep_seed="seed" in given)  # a prepared dir (or URI) describes itself
-        quick_data_check(settings, given=given)
+        settings = checked_data_settings(settings, args)  # a prepared dir (or URI) describes itself
     check_address(args.address)
     if args.quiet:
         library_log.append(LibraryLog().start())

@@ -18,11 +18,10 @@ from pathlib import Path
 from experiments.cli.checks import (
     cli_message,
     document_defaults,
-    given_settings,
     quick_data_check,
 )
 from experiments.cli.config_file import settings_from_args
-from experiments.cli.data import resolve_prepared_data
+from experiments.cli.data import checked_data_settings, resolve_prepared_data
 from experiments.cli.errors import UsageError
 from experiments.cli.options import add_run_options
 from experiments.cli.run_dirs import (
@@ -127,9 +126,8 @@ def _new_run(args: argparse.Namespace, library_log: list) -> int:
     out = output_dir(args, "train")
     # cheap checks first (no heavy import): the output dir, the data file and its obs, the cluster address
     check_output_free(out, overwrite=args.overwrite, resume_hint=f"`waddington train --resume {out}` to continue it")
-    given, source = given_settings(args), settings.data
-    settings = resolve_prepared_data(settings, keep_seed="seed" in given)  # a prepared dir (or URI) describes itself
-    quick_data_check(settings, given=given)
+    source = settings.data
+    settings = checked_data_settings(settings, args)  # a prepared dir (or URI) describes itself
     check_address(args.address)
     started = time.perf_counter()
     if args.quiet:
