@@ -28,6 +28,10 @@ class CellStateEnv(gym.Env):
     ## Action Space
 
     ``Box(-1, 1, (n_latent,), float32)``: a push in each latent direction, scaled by ``action_scale``.
+    With ``guided`` actions (the default for datasets prepared with shift hints) the action is a
+    correction added to the guide's push: the push that cancels the drift and steps toward
+    ``z_0 + hint`` (the start cell moved by the perturbation's mean training shift); the sum is
+    clipped to the box. A zero action then already carries the cell by the mean shift.
 
     ## Observation Space
 
@@ -45,11 +49,12 @@ class CellStateEnv(gym.Env):
 
     ## Transition
 
-    ``z' = clip(z - dt * grad U(z) + action_scale * a + noise_std * xi, -bound, bound)``, ``xi ~ N(0, I)``.
+    ``z' = clip(z - dt * grad U(z) + action_scale * p + noise_std * xi, -bound, bound)``, ``xi ~ N(0, I)``,
+    with the push ``p = a`` or, guided, ``p = clip(guide(z) + a, -1, 1)``.
 
     ## Rewards
 
-    ``r = |z - y| - |z' - y| - action_cost * mean(a^2)``, with ``y`` the OT-paired target cell. It
+    ``r = |z - y| - |z' - y| - action_cost * mean(p^2)``, with ``y`` the OT-paired target cell. It
     telescopes to the total distance gained, so staying put earns nothing (and drift back into the
     control valley costs), and because every start cell has its own target the best policy
     carries the control population onto the whole perturbed population rather than onto its mean.
@@ -80,6 +85,7 @@ class CellStateEnv(gym.Env):
     | ``noise_std``      | ``0.05``       | per-step diffusion                                              |
     | ``action_cost``    | ``0.05``       | weight of the action-energy cost                                |
     | ``shift_hint``     | ``None``       | observe the perturbation's mean shift (``envs.perturbation_features.ShiftHints``); ``None``: on for datasets prepared with it (all new ones) |
+    | ``guided``         | ``None``       | actions correct the guide's push toward ``z_0 + hint``; ``None``: on for datasets prepared with it (all new ones); needs ``shift_hint`` |
     | ``seed``           | ``0``          | seed of data preparation (split, fits); episodes follow ``reset(seed=)`` |
     | ``dataset_options``| ``None``       | more keyword options for ``envs.prepare_dataset``               |
 
@@ -108,6 +114,7 @@ class CellStateEnv(gym.Env):
         noise_std: float = 0.05,
         action_cost: float = 0.05,
         shift_hint: bool | None = None,
+        guided: bool | None = None,
         seed: int = 0,
         dataset_options: dict[str, Any] | None = None,
         render_mode: str | None = None,
@@ -121,7 +128,7 @@ class CellStateEnv(gym.Env):
             **(dataset_options or {}),
         )
         config = DynamicsConfig(horizon=horizon, dt=dt, action_scale=action_scale, noise_std=noise_std,
-                                action_cost=action_cost, shift_hint=shift_hint)
+                                action_cost=action_cost, shift_hint=shift_hint, guided=guided)
         self.dynamics = CellStateDynamics(self.dataset, config, perturbation=perturbation, cells=cells)
         low, high = self.dynamics.observation_bounds()
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
@@ -157,6 +164,8 @@ class CellStateEnv(gym.Env):
             "y": latent[target],
             "t": np.zeros(1),
         }
+        if self.dynamics.guided:
+            self._state["goal"] = self.dynamics.goal(z0, self.dynamics.features[perturbation])
         return self._observation(), self._info()
 
     def step(self, action):
@@ -164,8 +173,9 @@ class CellStateEnv(gym.Env):
             raise RuntimeError("Call reset() before step().")
         s = self._state
         action = np.asarray(action, dtype=np.float64).reshape(1, -1)
-        moved = self.dynamics.move(s["z"], action, self.np_random)
-        reward = float(self.dynamics.reward(s["z"], moved, s["y"], action)[0])
+        push = self.dynamics.push(s["z"], action, s.get("goal"))
+        moved = self.dynamics.move(s["z"], push, self.np_random)
+        reward = float(self.dynamics.reward(s["z"], moved, s["y"], push)[0])
         s["z"] = moved
         s["t"] = s["t"] + 1
         terminated = bool(s["t"][0] >= self.dynamics.config.horizon)

@@ -21,18 +21,25 @@ Controller = Callable[[np.ndarray, dict[str, Any]], np.ndarray]
 
 
 def steering_action(dynamics: CellStateDynamics, z: np.ndarray, point: np.ndarray) -> np.ndarray:
-    """The action that cancels the drift at ``z`` and steps toward ``point``, clipped to the action box."""
-    need = point - z - dynamics.dt * dynamics.dataset.landscape.drift(z)
-    return np.clip(need / dynamics.config.action_scale, -1.0, 1.0)
+    """The push that cancels the drift at ``z`` and steps toward ``point``, clipped to the action box."""
+    return dynamics.steer(z, point)
 
 
 def landscape_aware(env: CellStateEnv, point_of: Callable[[dict[str, Any]], np.ndarray]) -> Controller:
-    """Push toward ``point_of(info)`` by the step that cancels the drift, clipped to the action box."""
+    """Push toward ``point_of(info)`` by the step that cancels the drift, clipped to the action box.
+
+    In a guided env the action is what is left of that push after the guide's (clipped to the
+    box), so the controller means the same thing there; the oracle's return is best read on the
+    unguided env (``guided=False``), where no clipping of the difference can hold it back.
+    """
     dynamics = env.dynamics
 
     def act(obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
-        z = obs[: dynamics.n_latent].astype(np.float64)
-        return steering_action(dynamics, z, point_of(info)).astype(np.float32)
+        z = obs[None, : dynamics.n_latent].astype(np.float64)
+        push = dynamics.steer(z, point_of(info))
+        if dynamics.guided:
+            push = np.clip(push - dynamics.steer(z, dynamics.observed_goal(obs[None, :])), -1.0, 1.0)
+        return push[0].astype(np.float32)
 
     return act
 

@@ -1,8 +1,10 @@
 """Batched numpy core shared by the single and the vectorized cell-state env.
 
-Step: ``z' = z + dt * (-grad U(z)) + action_scale * a + noise_std * xi``; reward: progress toward
-the episode's OT-paired target cell minus an action-energy cost. Holding this in one place keeps
-``CellStateEnv`` and ``CellStateVectorEnv`` bit-identical for the same seed.
+Step: ``z' = z + dt * (-grad U(z)) + action_scale * p + noise_std * xi``, with the push ``p`` the
+action itself or, with guided actions, the action added to the guide's push (the push that cancels
+the drift and steps toward the start cell moved by the perturbation's shift hint); reward: progress
+toward the episode's OT-paired target cell minus an energy cost of the push. Holding this in one
+place keeps ``CellStateEnv`` and ``CellStateVectorEnv`` bit-identical for the same seed.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class DynamicsConfig:
     noise_std: float = 0.05
     action_cost: float = 0.05
     shift_hint: bool | None = None  # observe each perturbation's mean shift; None: as the dataset says
+    guided: bool | None = None  # actions correct the guide's push toward start + hint; None: as the dataset says
 
     def validate(self) -> None:
         if self.horizon < 1:
@@ -59,6 +62,12 @@ class CellStateDynamics:
         hinted = dataset.meta.get("shift_hint", False) if config.shift_hint is None else config.shift_hint
         # datasets prepared before hints existed keep their observation layout (their policies expect it)
         self.hints = ShiftHints(dataset.latent, dataset.pairs, featurizer) if hinted else None
+        guided = hinted and dataset.meta.get("guided_actions", False) if config.guided is None else config.guided
+        if guided and not hinted:
+            raise ValueError("guided actions steer toward the shift hint: they need shift_hint on.")
+        # a policy then learns a correction to a known-good push, not the push itself: its untrained
+        # (near-zero) mean already moves cells by the training data's mean shift, cancelling the drift
+        self.guided = bool(guided)
         self._featurizer = featurizer
         self.feature_dim = featurizer.dim + (self.n_latent if hinted else 0)
         self.bound = float(np.ceil(1.5 * np.abs(dataset.latent).max()))
@@ -114,18 +123,49 @@ class CellStateDynamics:
             start[i], target[i] = int(pairs[row, 0]), int(pairs[row, 1])
         return perturbation, start, target
 
-    def move(self, z: np.ndarray, action: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """One step of controlled, noisy downhill motion, clipped to the observation box."""
+    def steer(self, z: np.ndarray, point: np.ndarray) -> np.ndarray:
+        """The push that cancels the drift at ``z`` and steps toward ``point``, clipped to the action box."""
+        need = point - z - self.dt * self.dataset.landscape.drift(z)
+        return np.clip(need / self.config.action_scale, -1.0, 1.0)
+
+    def goal(self, start: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """Where the guide steers cells that started at ``start``: the start moved by the perturbation's hint."""
+        if self.hints is None:
+            raise ValueError("No shift hints in these dynamics: there is no guide goal.")
+        return start + features[:, -self.n_latent :]
+
+    def observed_goal(self, obs: np.ndarray) -> np.ndarray:
+        """The guide's goal read off observations (:meth:`observe`): ``z`` plus the way still to go."""
+        if self.hints is None:
+            raise ValueError("No shift hints in these dynamics: there is no guide goal.")
+        d = self.n_latent
+        return obs[:, :d].astype(np.float64) + obs[:, -1 - d : -1].astype(np.float64)
+
+    def push(self, z: np.ndarray, action: np.ndarray, goal: np.ndarray | None = None, *,
+             guided: bool | None = None) -> np.ndarray:
+        """The push an action makes at ``z``: the action, or with guided actions, the guide's push plus it (both clipped).
+
+        ``goal`` (:meth:`goal`) is needed only when guided; ``guided`` overrides the dynamics' setting.
+        """
         action = np.clip(action, -1.0, 1.0)
+        if not (self.guided if guided is None else guided):
+            return action
+        if goal is None:
+            raise ValueError("Guided dynamics need the guide's goal to turn an action into a push.")
+        return np.clip(self.steer(z, goal) + action, -1.0, 1.0)
+
+    def move(self, z: np.ndarray, push: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One step of pushed, noisy downhill motion (``push`` as :meth:`push` makes it), clipped to the observation box."""
+        push = np.clip(push, -1.0, 1.0)
         drift = self.dataset.landscape.drift(z)
         noise = rng.normal(size=z.shape) * self.config.noise_std
-        moved = z + self.dt * drift + self.config.action_scale * action + noise
+        moved = z + self.dt * drift + self.config.action_scale * push + noise
         return np.clip(moved, -self.bound, self.bound)
 
-    def reward(self, z: np.ndarray, moved: np.ndarray, target: np.ndarray, action: np.ndarray) -> np.ndarray:
-        """Distance progress toward the paired target minus mean squared action times the cost."""
+    def reward(self, z: np.ndarray, moved: np.ndarray, target: np.ndarray, push: np.ndarray) -> np.ndarray:
+        """Distance progress toward the paired target minus mean squared push times the cost."""
         progress = np.linalg.norm(z - target, axis=1) - np.linalg.norm(moved - target, axis=1)
-        energy = np.mean(np.square(np.clip(action, -1.0, 1.0)), axis=1)
+        energy = np.mean(np.square(np.clip(push, -1.0, 1.0)), axis=1)
         return progress - self.config.action_cost * energy
 
     def observe(self, z: np.ndarray, start: np.ndarray, perturbation: np.ndarray, t: np.ndarray) -> np.ndarray:

@@ -197,7 +197,9 @@ def prepare_dataset(
             "covariate_keys": cells.covariate_keys, "input_kind": input_kind, "basis": basis.added,
             "out_of_core": not isinstance(expression, sp.spmatrix), "n_latent": n_latent, "n_top_genes": n_top_genes,
             "ignore_values": list(ignore_values), "layer": layer, "test_fraction": test_fraction,
-            "shift_hint": True}  # policies trained on this dataset observe ShiftHints (envs.perturbation_features)
+            # policies trained on this dataset observe ShiftHints (envs.perturbation_features) and
+            # correct the guide's push toward them (envs.dynamics); older datasets keep what their runs saw
+            "shift_hint": True, "guided_actions": True}
     return assemble_dataset(cells, control_value, space, latent, expression, truth=truth, meta=meta, **shared)
 
 

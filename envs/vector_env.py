@@ -45,6 +45,7 @@ class CellStateVectorEnv(VectorEnv):
         self._z = np.zeros((num_envs, d))
         self._z0 = np.zeros((num_envs, d))
         self._y = np.zeros((num_envs, d))
+        self._goal = np.zeros((num_envs, d))
         self._perturbation = np.zeros(num_envs, dtype=np.int64)
         self._t = np.zeros(num_envs)
         self._needs_reset = np.zeros(num_envs, dtype=bool)
@@ -56,6 +57,8 @@ class CellStateVectorEnv(VectorEnv):
         self._z[index] = self._latent[start]
         self._y[index] = self._latent[target]
         self._t[index] = 0.0
+        if self.dynamics.guided:
+            self._goal[index] = self.dynamics.goal(self._z0[index], self.dynamics.features[perturbation])
 
     def _observe(self) -> np.ndarray:
         return self.dynamics.observe(self._z, self._z0, self._perturbation, self._t)
@@ -73,8 +76,9 @@ class CellStateVectorEnv(VectorEnv):
     def step(self, actions):
         actions = np.asarray(actions, dtype=np.float64).reshape(self.num_envs, -1)
         restarting = self._needs_reset.copy()
-        moved = self.dynamics.move(self._z, actions, self._rng)
-        rewards = self.dynamics.reward(self._z, moved, self._y, actions)
+        pushes = self.dynamics.push(self._z, actions, self._goal)
+        moved = self.dynamics.move(self._z, pushes, self._rng)
+        rewards = self.dynamics.reward(self._z, moved, self._y, pushes)
         self._z = moved
         self._t += 1.0
         if restarting.any():

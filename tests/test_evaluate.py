@@ -41,8 +41,8 @@ def test_do_nothing_policy_scores_exactly_like_control_mean(synthetic_dataset):
     _zero_policy.action_dim = synthetic_dataset.n_latent
     methods = {"control-mean": control_mean, "do-nothing policy": policy_predictor(_zero_policy),
                "train-mean": train_mean}
-    # dt = 0 and no noise: the env's own dynamics leave a zero-action cell exactly where it started
-    result = evaluate_dataset(synthetic_dataset, methods, seed=0, env_config={"dt": 0.0, "noise_std": 0.0},
+    # dt = 0, no noise, no guide: the env's own dynamics leave a zero-action cell exactly where it started
+    result = evaluate_dataset(synthetic_dataset, methods, seed=0, env_config={"dt": 0.0, "noise_std": 0.0, "guided": False},
                               max_start_cells=300)
     per = {(r["method"], r["perturbation"], r["metric"]): r["value"] for r in result.per_perturbation}
     names = result.info["perturbations"]

@@ -158,11 +158,18 @@ def test_predicted_deltas_follow_the_truth_and_doing_nothing_does_not(synthetic)
     def zeros(obs):
         return np.zeros((len(obs), run.dataset.n_latent))
 
-    nothing = run_from_dataset(run.dataset, policies={"trpo-ppo": zeros}, settings=run.settings)
+    # guided (the default), a zero action is the guide's push: the hint-controller, cell for cell
+    guided = run_from_dataset(run.dataset, policies={"trpo-ppo": zeros}, settings=run.settings)
+    guide_only = predict_run(guided, KNOWN, method="trpo-ppo", start_rows=rows)
+    hint = predict_run(run, KNOWN, method="hint-controller", start_rows=rows)
+    for name in KNOWN:
+        np.testing.assert_allclose(guide_only.cells[name], hint.cells[name])
+    unguided = {**run.settings, "env_config": {**run.env_config, "guided": False}}
+    nothing = run_from_dataset(run.dataset, policies={"trpo-ppo": zeros}, settings=unguided)
     idle = predict_run(nothing, KNOWN, method="trpo-ppo", start_rows=rows)
     ok, idle_scores = _truth_check(idle, KNOWN)
     assert not ok, idle_scores
-    # a zero-action policy is the landscape's drift alone, cell for cell
+    # unguided, a zero-action policy is the landscape's drift alone, cell for cell
     drift = predict_run(run, KNOWN, method="drift", start_rows=rows)
     for name in KNOWN:
         np.testing.assert_allclose(idle.cells[name], drift.cells[name])

@@ -24,7 +24,8 @@ HELP = ("predict perturbed cells with a trained run (held-out panel genes and gr
         "start + predicted cells, latent paths, ranked gene changes")
 
 #: ``--method`` choices (kept here so ``--help`` needs no heavy import).
-METHOD_CHOICES = ("trpo-ppo", "trpo", "ppo-only", "train-mean", "perturbation-mean", "ridge", "drift", "control-mean")
+METHOD_CHOICES = ("trpo-ppo", "trpo", "ppo-only", "train-mean", "perturbation-mean", "ridge", "drift", "hint-controller",
+                  "control-mean")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

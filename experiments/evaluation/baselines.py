@@ -229,12 +229,16 @@ def rollout(
     perturbation: str,
     rng: np.random.Generator,
     action_fn: ActionFn | None = None,
+    *,
+    guided: bool | None = None,
 ) -> Prediction:
     """Roll the env dynamics from the start cells for ``horizon`` steps, all cells as one batch.
 
     Observations are built by the env's own ``CellStateDynamics.observe_features``;
-    ``action_fn`` maps a batch of observations to actions (``None``: zero action = pure drift).
-    Transitions include the env's noise (drawn from ``rng``).
+    ``action_fn`` maps a batch of observations to actions (``None``: zero actions). Actions become
+    pushes by ``CellStateDynamics.push`` as the env's do: guided dynamics add the guide's push.
+    ``guided`` overrides the dynamics' setting (``False``: actions are the pushes themselves, as
+    scripted controllers give them). Transitions include the env's noise (drawn from ``rng``).
     """
     dyn = context.dynamics
     ds = context.dataset
@@ -244,13 +248,14 @@ def rollout(
     z = z0.copy()
     path = [z0.copy()]
     features = np.broadcast_to(feature, (n, feature.size))
+    goal = dyn.goal(z0, features) if (dyn.guided if guided is None else guided) else None
     for t in range(context.horizon):
         if action_fn is None:
             action = np.zeros_like(z)
         else:
             obs = dyn.observe_features(z, z0, features, np.full(n, t))
             action = np.asarray(action_fn(obs), dtype=np.float64)
-        z = dyn.move(z, action, rng)
+        z = dyn.move(z, dyn.push(z, action, goal, guided=guided), rng)
         path.append(z.copy())
     latent_path = np.stack(path, axis=1)  # cells x steps x d
     X0 = context.start_expression(perturbation)
@@ -261,8 +266,19 @@ def rollout(
 
 
 def drift(context: EvalContext, perturbation: str, rng: np.random.Generator) -> Prediction:
-    """The landscape alone: env dynamics with zero action for ``horizon`` steps."""
-    return rollout(context, perturbation, rng, None)
+    """The landscape alone: env dynamics with zero push for ``horizon`` steps."""
+    return rollout(context, perturbation, rng, None, guided=False)
+
+
+def hint_controller(context: EvalContext, perturbation: str, rng: np.random.Generator) -> Prediction:
+    """The guide alone: the scripted push toward each start cell moved by the shift hint, through the env dynamics.
+
+    It is what a guided policy does with a zero action, so a policy's lead over it is what the
+    learning added. Raises ``KeyError`` for dynamics without shift hints (the row is omitted).
+    """
+    if context.dynamics.hints is None:
+        raise KeyError("hint-controller needs shift hints.")
+    return rollout(context, perturbation, rng, None, guided=True)
 
 
 #: Baselines by report name, in report order.
@@ -272,12 +288,13 @@ BASELINES: dict[str, Predictor] = {
     "perturbation-mean": perturbation_mean,
     "ridge": ridge,
     "drift (a=0)": drift,
+    "hint-controller": hint_controller,
 }
 
 
 def make_dynamics(dataset: PreparedDataset, env_config: dict | None = None) -> CellStateDynamics:
     """Dynamics with the env settings of ``env_config`` (keys as the env's arguments)."""
     env_config = env_config or {}
-    keys = ("horizon", "dt", "action_scale", "noise_std", "action_cost", "shift_hint")
+    keys = ("horizon", "dt", "action_scale", "noise_std", "action_cost", "shift_hint", "guided")
     config = DynamicsConfig(**{k: env_config[k] for k in keys if k in env_config})
     return CellStateDynamics(dataset, config)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.controllers import steering_action
 from envs.pairing import stratified_ot_pairs
 from experiments.evaluation.baselines import EvalContext, Prediction, latent_change_to_genes, rollout
 
@@ -70,9 +69,9 @@ def oracle_controller(context: EvalContext, perturbation: str, rng: np.random.Ge
     targets = paired_training_targets(context, perturbation)
 
     def act(obs: np.ndarray) -> np.ndarray:
-        return steering_action(dynamics, obs[:, : dynamics.n_latent].astype(np.float64), targets)
+        return dynamics.steer(obs[:, : dynamics.n_latent].astype(np.float64), targets)
 
-    return rollout(context, perturbation, rng, act)
+    return rollout(context, perturbation, rng, act, guided=False)
 
 
 #: Reference rows by report name.

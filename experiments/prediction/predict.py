@@ -285,10 +285,10 @@ def predict_run(run: Run, perturbations: Sequence[str], *, method: str = "trpo-p
     z0 = ds.latent[rows].astype(np.float64)
     predictors = {
         "control-mean": B.control_mean, "train-mean": B.train_mean, "perturbation-mean": B.perturbation_mean,
-        "ridge": B.ridge, "drift": B.drift,
+        "ridge": B.ridge, "drift": B.drift, "hint-controller": B.hint_controller,
     }
     cells, ends, paths = {}, {}, {}
-    kind = "rollout" if method in (*POLICY_METHODS, "drift") else "projection"
+    kind = "rollout" if method in (*POLICY_METHODS, "drift", "hint-controller") else "projection"
     for index, name in enumerate(perturbations):
         rng = np.random.default_rng([seed, index])
         try:

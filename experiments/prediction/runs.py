@@ -20,11 +20,12 @@ from envs.dataset import PreparedDataset
 __all__ = ["METHODS", "POLICY_METHODS", "FEATURE_METHODS", "PredictionError", "Run", "load_run", "run_from_dataset"]
 
 #: ``--method`` choices: the run's policies, then the baselines of ``waddington evaluate``.
-METHODS = ("trpo-ppo", "trpo", "ppo-only", "train-mean", "perturbation-mean", "ridge", "drift", "control-mean")
+METHODS = ("trpo-ppo", "trpo", "ppo-only", "train-mean", "perturbation-mean", "ridge", "drift", "hint-controller",
+           "control-mean")
 #: Methods that roll a trained policy (need checkpoints).
 POLICY_METHODS = ("trpo-ppo", "trpo", "ppo-only")
 #: Methods that read the perturbation's features (an unseen non-panel label is all zeros for them).
-FEATURE_METHODS = (*POLICY_METHODS, "ridge")
+FEATURE_METHODS = (*POLICY_METHODS, "ridge", "hint-controller")
 
 Policy = Callable[[np.ndarray], np.ndarray]
 

@@ -19,6 +19,7 @@ def oracle_return(dataset, env_config: dict[str, Any] | None = None, *, episodes
     from envs.controllers import rollout_returns, toward_target
 
     keys = ("horizon", "dt", "action_scale", "noise_std", "action_cost")
-    env = CellStateEnv(dataset, **{k: v for k, v in (env_config or {}).items() if k in keys})
+    # the same reward whether or not actions are guided; unguided, the oracle's push is never clipped twice
+    env = CellStateEnv(dataset, guided=False, **{k: v for k, v in (env_config or {}).items() if k in keys})
     returns, _, _ = rollout_returns(env, toward_target(env), episodes=episodes, seed=seed)
     return float(np.mean(returns))
