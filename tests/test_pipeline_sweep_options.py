@@ -45,3 +45,51 @@ def test_optuna_searcher_with_asha(ray_local, tmp_path):
     assert summary["num_trials"] == 2 and summary["best"] is not None
     for t in summary["trials"]:
         assert 0.005 <= t["kl_radius"] <= 0.02 and 0.1 <= t["clip_param"] <= 0.3
+
+
+def test_axes_are_checked_before_anything_runs():
+    from experiments.training.settings import resolve_settings
+    from experiments.training.sweep import SweepError, validate_axes
+
+    s = resolve_settings(tiny_settings())
+    assert validate_axes(s, {"fcnet_hiddens": [[16], [32, 32]], "entropy_coeff": [0.0, 0.01]}) == {
+        "fcnet_hiddens": [[16], [32, 32]], "entropy_coeff": [0.0, 0.01]}
+    for axes, words in [({"no_such_setting": [1]}, "Unknown setting"), ({"n_latent": [4, 8]}, "one prepared dataset"),
+                        ({"kl_radius": [0.1]}, "--kl-radius"), ({"ppo_lr": [1e-4, -1.0]}, "ppo_lr value -1.0"),
+                        ({"entropy_coeff": []}, "empty")]:
+        with pytest.raises(SweepError, match=words):
+            validate_axes(s, axes)
+
+
+def test_cli_sweeps_more_settings_and_reports_them(tmp_path):
+    """``--grid`` adds settings to the KL x clip grid: each trial trains with its own values, for real."""
+    import json
+    import subprocess
+
+    import yaml
+
+    from helpers import REPO, WADDINGTON, subprocess_env
+
+    data_dir = tmp_path / "data"
+    tiny_dataset().save(data_dir)
+    s = tiny_settings(trpo_iters=1, ppo_iters=1)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump({**s, "grid": {"entropy_coeff": [0.0, 0.01]}}))
+    out = tmp_path / "out"
+    done = subprocess.run([*WADDINGTON, "sweep", "--config", str(cfg), "--data", str(data_dir), "--kl-radius", "0.01",
+                           "--clip", "0.2", "--grid", "fcnet_hiddens=16x16,32", "--max-concurrent", "1",
+                           "--num-cpus", "2", "--output", str(out), "--quiet"],
+                          cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=500)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((out / "sweep_summary.json").read_text())
+    swept = sorted((tuple(t["fcnet_hiddens"]), t["entropy_coeff"]) for t in summary["trials"])
+    assert swept == [((16, 16), 0.0), ((16, 16), 0.01), ((32,), 0.0), ((32,), 0.01)]
+    assert all(t["error"] is None and t["handoff_max_abs_diff"] <= 1e-6 for t in summary["trials"])
+    assert "fcnet_hiddens" in done.stdout and "entropy_coeff" in done.stdout  # the table shows the axes
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["grid"]["fcnet_hiddens"] == [[16, 16], [32]]
+    # each trial's network really has its own size: its saved params say so
+    sizes = set()
+    for params in (out / "sweep").glob("*/params.json"):
+        sizes.add(tuple(json.loads(params.read_text())["fcnet_hiddens"]))
+    assert sizes == {(16, 16), (32,)}

@@ -30,6 +30,23 @@ def float_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
 
 
+def sweep_axis(text: str) -> tuple[str, list]:
+    """``KEY=V1,V2,...``: a setting and the values a sweep tries; ``64x64`` is the list ``[64, 64]``."""
+    import yaml
+
+    key, sep, values = text.partition("=")
+    if not sep or not key.strip() or not values.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=V1,V2 (e.g. fcnet_hiddens=64x64,128x128), got {text!r}")
+
+    def parse(token: str):
+        parts = token.split("x")
+        if len(parts) > 1 and all(part.isdigit() for part in parts):
+            return [int(part) for part in parts]  # layer sizes
+        return yaml.safe_load(token)
+
+    return key.strip().replace("-", "_"), [parse(token) for token in csv_list(values)]
+
+
 #: Command-line option (argparse dest) -> two-stage setting it overrides.
 OPTION_TO_SETTING = {
     "data": "data",

@@ -1,4 +1,4 @@
-"""``waddington sweep``: a Tune sweep of KL radius x PPO clip over the Ray cluster, resumable with ``--resume``.
+"""``waddington sweep``: a Tune sweep of KL radius x PPO clip (and any ``--grid`` settings) over the Ray cluster, resumable with ``--resume``.
 
 The sweep directory holds ``manifest.json`` (written first, completed last; at the end it lists each
 trial's final checkpoint), the prepared dataset every trial trained on (``dataset/``), Tune's
@@ -22,7 +22,7 @@ from experiments.cli.checks import (
 from experiments.cli.config_file import settings_from_args
 from experiments.cli.data import checked_data_settings
 from experiments.cli.errors import UsageError
-from experiments.cli.options import add_run_options, float_list
+from experiments.cli.options import add_run_options, float_list, sweep_axis
 from experiments.cli.run_dirs import (
     check_output_free,
     check_resume_settings,
@@ -44,10 +44,10 @@ from experiments.cli.train import format_value
 __all__ = ["NAME", "HELP", "add_arguments", "run", "SWEEP_KEYS"]
 
 NAME = "sweep"
-HELP = "Tune sweep of KL radius x PPO clip over the Ray cluster; resumable with --resume"
+HELP = "Tune sweep of KL radius x PPO clip (plus --grid settings) over the Ray cluster; resumable with --resume"
 
 #: YAML keys of a sweep besides the two-stage settings.
-SWEEP_KEYS = ("kl_radius_grid", "clip_param_grid", "searcher", "scheduler", "num_samples")
+SWEEP_KEYS = ("kl_radius_grid", "clip_param_grid", "grid", "searcher", "scheduler", "num_samples")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("sweep")
     g.add_argument("--kl-radius", type=float_list, help="comma-separated KL radii (default 0.005,0.01,0.02)")
     g.add_argument("--clip", type=float_list, dest="clip_param", help="comma-separated PPO clips (default 0.1,0.2,0.3)")
+    g.add_argument("--grid", type=sweep_axis, action="append", metavar="KEY=V1,V2",
+                   help="one more setting to sweep, repeatable: e.g. --grid fcnet_hiddens=64x64,128x128 "
+                        "--grid entropy_coeff=0,0.01 (YAML: grid: {key: [values]})")
     g.add_argument("--searcher", choices=["grid", "optuna"], default=None, help="grid (default) or optuna")
     g.add_argument("--scheduler", choices=["none", "asha"], default=None, help="trial scheduler (default none)")
     g.add_argument("--num-samples", type=int, default=None, help="grid repeats / optuna trials (default 1 / 8)")
@@ -69,8 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     document_defaults(parser, {"kl_radius": "0.005,0.01,0.02", "clip_param": "0.1,0.2,0.3"})
 
 
-def _print_results(summary: dict, summary_path: Path) -> None:
-    columns = ["kl_radius", "clip_param", "status", "iterations", "stage1_final_return", "ppo_final_return",
+def _print_results(summary: dict, summary_path: Path, axes: list[str]) -> None:
+    columns = ["kl_radius", "clip_param", *axes, "status", "iterations", "stage1_final_return", "ppo_final_return",
                "handoff_max_abs_diff", "ppo_weight_change_l2", "total_wall_s"]
     from experiments.training import sweep
 
@@ -78,7 +81,8 @@ def _print_results(summary: dict, summary_path: Path) -> None:
     print(sweep.format_table(summary["trials"], columns))
     best = summary["best"]
     if best:
-        print(f"\nbest trial (by {summary['metric']}): kl_radius={best['kl_radius']:g} clip={best['clip_param']:g} "
+        swept = "".join(f" {key}={best[key]}" for key in axes)
+        print(f"\nbest trial (by {summary['metric']}): kl_radius={best['kl_radius']:g} clip={best['clip_param']:g}{swept} "
               f"score={best['score']:.4g} (stage 1 {format_value(best['stage1_final_return'])} -> "
               f"PPO {format_value(best['ppo_final_return'])})")
     print(f"summary: {summary_path}")
@@ -98,16 +102,17 @@ def run(args: argparse.Namespace) -> int:
 
 @dataclasses.dataclass
 class _Grid:
-    """What the sweep searches: the KL x clip grid, the searcher and scheduler, samples per point."""
+    """What the sweep searches: the KL x clip grid, more setting axes, the searcher and scheduler, samples per point."""
 
     kl: list[float]
     clips: list[float]
     searcher: str
     scheduler: str
     num_samples: int
+    axes: dict[str, list] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return {"kl_radius": self.kl, "clip_param": self.clips, "searcher": self.searcher,
+        return {"kl_radius": self.kl, "clip_param": self.clips, **self.axes, "searcher": self.searcher,
                 "scheduler": self.scheduler, "num_samples": self.num_samples}
 
 
@@ -148,7 +153,7 @@ def _run(args: argparse.Namespace, library_log: list) -> int:
             manifest.update(dataset="dataset")
         summary = _sweep(args, out, storage, run_settings, grid, dataset, library_log, manifest)
         manifest.finish("complete", outputs={**manifest.data.get("outputs", {}), "summary": "sweep_summary.json"})
-    _print_results(summary, out / "sweep_summary.json")
+    _print_results(summary, out / "sweep_summary.json", list(grid.axes))
     return 1 if any(row["error"] for row in summary["trials"]) else 0
 
 
@@ -164,11 +169,12 @@ def _settings_and_grid(args: argparse.Namespace):
     scheduler = args.scheduler or other.get("scheduler") or "none"
     num_samples = args.num_samples or other.get("num_samples") or (8 if searcher == "optuna" else 1)
     kl, clips = _validate_grid(kl, clips, args)
+    axes = _validate_axes(settings, {**(other.get("grid") or {}), **dict(args.grid or [])}, args)
     if args.resume and not args.output:
         raise UsageError("--resume needs --output DIR of the sweep to finish.")
     if args.resume and args.overwrite:
         raise UsageError("--resume finishes a sweep and --overwrite replaces one; pass only one of them.")
-    return settings, _Grid(kl, clips, searcher, scheduler, num_samples)
+    return settings, _Grid(kl, clips, searcher, scheduler, num_samples, axes)
 
 
 def _claim(args: argparse.Namespace, out: Path, storage: str | None, settings):
@@ -181,7 +187,8 @@ def _claim(args: argparse.Namespace, out: Path, storage: str | None, settings):
     if args.resume:
         if out.is_dir() and (out / "manifest.json").exists():
             manifest = resume_run(out, kind="sweep", args=args)
-            check_resume_settings(args, manifest, ignore=("kl_radius", "clip_param"))
+            check_resume_settings(args, manifest, ignore=("kl_radius", "clip_param",
+                                                          *((manifest.data.get("grid") or {}).keys())))
             names = set(setting_names())
             settings = TwoStageSettings.from_mapping({k: v for k, v in manifest.data["settings"].items()
                                                       if k in names})
@@ -214,7 +221,8 @@ def _sweep(args: argparse.Namespace, out: Path, storage, run_settings, grid: _Gr
     from experiments.training import sweep
 
     init_ray(args)
-    print(f"waddington sweep -> {out / args.name}  kl_radius={grid.kl} clip={grid.clips} searcher={grid.searcher} "
+    swept = "".join(f" {key}={values}" for key, values in grid.axes.items())
+    print(f"waddington sweep -> {out / args.name}  kl_radius={grid.kl} clip={grid.clips}{swept} searcher={grid.searcher} "
           f"scheduler={grid.scheduler} samples={grid.num_samples}", flush=True)
     started = time.perf_counter()
     quiet = library_log[0].library_prints() if library_log else contextlib.nullcontext()
@@ -226,11 +234,11 @@ def _sweep(args: argparse.Namespace, out: Path, storage, run_settings, grid: _Gr
                 max_concurrent=args.max_concurrent, max_failures=args.max_failures, resume=args.resume,
                 data=None if dataset is None else dataset.env_view(), verbose=0 if args.quiet else 1,
                 # an existing cluster may autoscale: let trials wait for nodes instead of failing
-                autoscaling=bool(args.address or os.environ.get("RAY_ADDRESS")),
+                autoscaling=bool(args.address or os.environ.get("RAY_ADDRESS")), axes=grid.axes,
             )
     except sweep.SweepError as exc:
         raise UsageError(cli_message(str(exc), args)) from exc
-    summary = sweep.summarize(results)
+    summary = sweep.summarize(results, axes=list(grid.axes))
     summary["wall_s"] = time.perf_counter() - started
     sweep.write_summary(summary, out / "sweep_summary.json")
     manifest.update(checkpoints=_trial_checkpoints(results, manifest))
@@ -244,6 +252,17 @@ def _validate_grid(kl, clips, args):
 
     try:
         return sweep_grid.validate_grid(kl, clips)
+    except sweep_grid.SweepError as exc:
+        raise UsageError(cli_message(str(exc), args)) from exc
+
+
+def _validate_axes(settings, axes: dict, args) -> dict[str, list]:
+    from experiments.training import sweep as sweep_grid
+
+    if not isinstance(axes, dict):
+        raise UsageError(cli_message(f"The YAML key 'grid' must map settings to lists of values, got {axes!r}.", args))
+    try:
+        return sweep_grid.validate_axes(settings, axes)
     except sweep_grid.SweepError as exc:
         raise UsageError(cli_message(str(exc), args)) from exc
 

@@ -123,6 +123,7 @@ def build_stage1_config(settings: TwoStageSettings, data: Any = None):
         train_batch_size_per_learner=settings.train_batch_size,
         gamma=settings.gamma,
         lambda_=settings.lambda_,
+        entropy_coeff=settings.entropy_coeff,
     )
     return _with_shared_settings(config, settings, data), "trpo"
 
@@ -139,6 +140,7 @@ def _ppo_config(settings: TwoStageSettings):
         train_batch_size_per_learner=settings.train_batch_size,
         gamma=settings.gamma,
         lambda_=settings.lambda_,
+        entropy_coeff=settings.entropy_coeff,
     )
 
 

@@ -54,6 +54,8 @@ class TwoStageSettings:
     initial_action_std
         Action std a policy trained from random weights starts with (stage 1 and PPO-only;
         stage 2 inherits stage 1's); None keeps RLlib's initial std of about 1.
+    entropy_coeff
+        Entropy bonus of both stages' policy objectives (0: none).
     cg_iters, vf_lr
         TRPO's conjugate-gradient iterations and critic learning rate.
     ppo_lr, ppo_num_epochs, ppo_minibatch_size
@@ -99,6 +101,7 @@ class TwoStageSettings:
     # model (shared by both stages)
     fcnet_hiddens: list[int] = field(default_factory=lambda: [64, 64])
     initial_action_std: float | None = 0.3
+    entropy_coeff: float = 0.0
     # TRPO
     cg_iters: int = 10
     vf_lr: float = 1e-3
@@ -151,6 +154,8 @@ class TwoStageSettings:
             _check_positive_number(self, key)
         if self.initial_action_std is not None:
             _check_positive_number(self, "initial_action_std")
+        if _check_number(self, "entropy_coeff") < 0:
+            raise SettingsError(f"entropy_coeff must be >= 0, got {self.entropy_coeff!r}.")
         for key in ("gamma", "lambda_"):
             _check_number(self, key)
             if not 0 <= getattr(self, key) <= 1:

@@ -1,4 +1,4 @@
-"""KL radius x clip sweep of the two-stage run with Ray Tune, resumable after the driver dies.
+"""KL radius x clip sweep of the two-stage run with Ray Tune (plus any other settings as axes), resumable after the driver dies.
 
 Each trial is one :func:`experiments.training.trainable.two_stage_trainable` run: TRPO with ``kl_radius``,
 then PPO with ``clip_param``, reporting every iteration with its stage and checkpointing at the
@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from experiments.training.trainable import two_stage_trainable
 __all__ = [
     "SweepError",
     "validate_grid",
+    "validate_axes",
     "build_param_space",
     "check_resources",
     "run_sweep",
@@ -66,8 +68,13 @@ def validate_grid(kl_radii, clips) -> tuple[list[float], list[float]]:
     return out[0], out[1]
 
 
-def build_param_space(settings: TwoStageSettings, kl_radii, clips, *, searcher: str = "grid") -> dict[str, Any]:
-    """Tune param space: the base settings plus the two swept keys (grid: each ``num_samples`` times)."""
+def build_param_space(settings: TwoStageSettings, kl_radii, clips, *, searcher: str = "grid",
+                      axes: dict[str, list] | None = None) -> dict[str, Any]:
+    """Tune param space: the base settings plus the swept keys (grid: each ``num_samples`` times).
+
+    ``axes`` (:func:`validate_axes`) adds settings to the search: a grid axis each, or with Optuna a
+    choice among their values.
+    """
     from ray import tune
 
     kl_radii, clips = validate_grid(kl_radii, clips)
@@ -82,6 +89,8 @@ def build_param_space(settings: TwoStageSettings, kl_radii, clips, *, searcher: 
         space["clip_param"] = tune.uniform(lo, hi) if hi > lo else lo
     else:
         raise SweepError(f"Unknown searcher {searcher!r}; choose 'grid' or 'optuna'.")
+    for key, values in validate_axes(settings, axes).items():
+        space[key] = tune.grid_search(values) if searcher == "grid" else tune.choice(values)
     return space
 
 
@@ -104,6 +113,40 @@ def check_resources(settings: TwoStageSettings, cluster: dict[str, float] | None
                 "trainable's own process) or add nodes."
             )
     return tune.PlacementGroupFactory(bundles, strategy="PACK")
+
+
+#: Settings a sweep axis may not vary: the KL x clip grid has its own options, and every trial trains
+#: on one prepared dataset.
+_NOT_AXES = ("kl_radius", "clip_param", "env", "env_config", "data", "perturbation_key", "control_value")
+
+
+def validate_axes(settings: TwoStageSettings, axes: dict[str, list] | None) -> dict[str, list]:
+    """Check more sweep axes (setting name -> values): every name a setting, every value valid for it.
+
+    Raises :class:`SweepError` naming the setting and the value that is wrong.
+    """
+    from experiments.training.settings import DATASET_FIXED_SETTINGS, SettingsError, setting_names
+
+    out = {}
+    for key, values in (axes or {}).items():
+        if key not in setting_names():
+            raise SweepError(f"Unknown setting {key!r} on a sweep axis; known settings: {sorted(setting_names())}.")
+        if key in _NOT_AXES or key in DATASET_FIXED_SETTINGS:
+            hint = "use --kl-radius / --clip" if key in ("kl_radius", "clip_param") else \
+                "every trial trains on one prepared dataset; run one sweep per data setting"
+            raise SweepError(f"{key!r} cannot be a sweep axis: {hint}.")
+        values = list(values) if isinstance(values, (list, tuple)) else [values]
+        if not values:
+            raise SweepError(f"The {key} axis is empty; give at least one value.")
+        if isinstance(getattr(settings, key), list):  # a list setting: one layer size is a one-layer list
+            values = [value if isinstance(value, list) else [value] for value in values]
+        for value in values:
+            try:
+                settings.replace(**{key: value})
+            except (SettingsError, TypeError) as exc:
+                raise SweepError(f"Invalid {key} value {value!r} on a sweep axis: {exc}") from exc
+        out[key] = values
+    return out
 
 
 def _searcher_and_scheduler(settings: TwoStageSettings, searcher: str, scheduler: str, max_concurrent: int | None):
@@ -148,8 +191,12 @@ def run_sweep(
     data: Any = None,
     verbose: int = 1,
     autoscaling: bool = False,
+    axes: dict[str, list] | None = None,
 ):
-    """Run (or, with ``resume=True``, restore and finish) the sweep; returns Tune's ResultGrid."""
+    """Run (or, with ``resume=True``, restore and finish) the sweep; returns Tune's ResultGrid.
+
+    ``axes``: more settings to sweep (:func:`build_param_space`).
+    """
     import ray
     from ray import tune
 
@@ -171,7 +218,7 @@ def run_sweep(
         )
 
     search_alg, sched = _searcher_and_scheduler(settings, searcher, scheduler, max_concurrent)
-    param_space = build_param_space(settings, kl_radii, clips, searcher=searcher)
+    param_space = build_param_space(settings, kl_radii, clips, searcher=searcher, axes=axes)
     tuner = tune.Tuner(
         trainable,
         param_space=param_space,
@@ -194,8 +241,8 @@ def run_sweep(
     return tuner.fit()
 
 
-def summarize(result_grid) -> dict[str, Any]:
-    """One row per trial (stage returns, handoff check, wall) and the best trial by ``score``."""
+def summarize(result_grid, axes: Sequence[str] = ()) -> dict[str, Any]:
+    """One row per trial (its swept values, stage returns, handoff check, wall) and the best trial by ``score``."""
     rows = []
     for result in result_grid:
         m = result.metrics or {}
@@ -205,6 +252,7 @@ def summarize(result_grid) -> dict[str, Any]:
                 "trial_id": m.get("trial_id"),
                 "kl_radius": cfg.get("kl_radius"),
                 "clip_param": cfg.get("clip_param"),
+                **{key: cfg.get(key) for key in axes},
                 "status": "ERROR" if result.error else ("TERMINATED" if m.get("stage") == "ppo"
                                                          and m.get("stage_iteration") == cfg.get("ppo_iters")
                                                          else "STOPPED"),
