@@ -29,8 +29,8 @@ class CellStateEnv(gym.Env):
 
     ``Box(-1, 1, (n_latent,), float32)``: a push in each latent direction, scaled by ``action_scale``.
     With ``guided`` actions (the default for datasets prepared with shift hints) the action is a
-    correction added to the guide's push: the push that cancels the drift and steps toward
-    ``z_0 + hint`` (the start cell moved by the perturbation's mean training shift); the sum is
+    correction added to the guide's push: the push that cancels the drift and steps an even share
+    of the way (``1 / steps left``) toward ``z_0 + hint`` (the start cell moved by the perturbation's mean training shift); the sum is
     clipped to the box. A zero action then already carries the cell by the mean shift.
 
     ## Observation Space
@@ -173,7 +173,7 @@ class CellStateEnv(gym.Env):
             raise RuntimeError("Call reset() before step().")
         s = self._state
         action = np.asarray(action, dtype=np.float64).reshape(1, -1)
-        push = self.dynamics.push(s["z"], action, s.get("goal"))
+        push = self.dynamics.push(s["z"], action, s.get("goal"), steps_left=self.dynamics.steps_left(s["t"]))
         moved = self.dynamics.move(s["z"], push, self.np_random)
         reward = float(self.dynamics.reward(s["z"], moved, s["y"], push)[0])
         s["z"] = moved

@@ -38,7 +38,9 @@ def landscape_aware(env: CellStateEnv, point_of: Callable[[dict[str, Any]], np.n
         z = obs[None, : dynamics.n_latent].astype(np.float64)
         push = dynamics.steer(z, point_of(info))
         if dynamics.guided:
-            push = np.clip(push - dynamics.steer(z, dynamics.observed_goal(obs[None, :])), -1.0, 1.0)
+            steps_left = round(float(obs[-1]) * dynamics.config.horizon)  # the observed time remaining
+            guide = dynamics.push(z, np.zeros_like(z), dynamics.observed_goal(obs[None, :]), steps_left=steps_left)
+            push = np.clip(push - guide, -1.0, 1.0)
         return push[0].astype(np.float32)
 
     return act

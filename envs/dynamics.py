@@ -2,7 +2,8 @@
 
 Step: ``z' = z + dt * (-grad U(z)) + action_scale * p + noise_std * xi``, with the push ``p`` the
 action itself or, with guided actions, the action added to the guide's push (the push that cancels
-the drift and steps toward the start cell moved by the perturbation's shift hint); reward: progress
+the drift and steps, at an even pace over the horizon, toward the start cell moved by the
+perturbation's shift hint); reward: progress
 toward the episode's OT-paired target cell minus an energy cost of the push. Holding this in one
 place keeps ``CellStateEnv`` and ``CellStateVectorEnv`` bit-identical for the same seed.
 """
@@ -128,6 +129,10 @@ class CellStateDynamics:
         need = point - z - self.dt * self.dataset.landscape.drift(z)
         return np.clip(need / self.config.action_scale, -1.0, 1.0)
 
+    def steps_left(self, t: np.ndarray) -> np.ndarray:
+        """Steps that remain in an episode at step ``t``."""
+        return self.config.horizon - np.asarray(t, dtype=np.float64)
+
     def goal(self, start: np.ndarray, features: np.ndarray) -> np.ndarray:
         """Where the guide steers cells that started at ``start``: the start moved by the perturbation's hint."""
         if self.hints is None:
@@ -142,17 +147,22 @@ class CellStateDynamics:
         return obs[:, :d].astype(np.float64) + obs[:, -1 - d : -1].astype(np.float64)
 
     def push(self, z: np.ndarray, action: np.ndarray, goal: np.ndarray | None = None, *,
-             guided: bool | None = None) -> np.ndarray:
+             steps_left: np.ndarray | float = 1.0, guided: bool | None = None) -> np.ndarray:
         """The push an action makes at ``z``: the action, or with guided actions, the guide's push plus it (both clipped).
 
-        ``goal`` (:meth:`goal`) is needed only when guided; ``guided`` overrides the dynamics' setting.
+        The guide steers an even share of the way to ``goal`` (:meth:`goal`) per step, cancelling
+        the drift: ``steps_left`` steps (per cell) remain before the episode ends. ``guided``
+        overrides the dynamics' setting.
         """
         action = np.clip(action, -1.0, 1.0)
         if not (self.guided if guided is None else guided):
             return action
         if goal is None:
             raise ValueError("Guided dynamics need the guide's goal to turn an action into a push.")
-        return np.clip(self.steer(z, goal) + action, -1.0, 1.0)
+        # an even pace, not the whole way at once: the guide rarely fills the action box, so the
+        # policy's correction is rarely clipped away (and the path is a straight line, not a jump)
+        share = 1.0 / np.maximum(np.asarray(steps_left, dtype=np.float64), 1.0).reshape(-1, 1)
+        return np.clip(self.steer(z, z + share * (goal - z)) + action, -1.0, 1.0)
 
     def move(self, z: np.ndarray, push: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One step of pushed, noisy downhill motion (``push`` as :meth:`push` makes it), clipped to the observation box."""

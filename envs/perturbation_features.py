@@ -36,6 +36,19 @@ class PerturbationFeaturizer:
     def dim(self) -> int:
         return self.components.shape[0] + 1 + len(self.fallback)
 
+    def own_axis(self, perturbation: str) -> np.ndarray:
+        """The part of a panel gene's knockdown direction that lies on the basis rows left out (its own target-gene axis).
+
+        Zeros for other perturbations, or when no rows are left out.
+        """
+        out = np.zeros(self.components.shape[0])
+        gene = self.gene_index.get(str(perturbation))
+        if gene is None or self.shared_rows is None:
+            return out
+        own = ~np.isin(np.arange(len(out)), self.shared_rows)
+        out[own] = -self.components[own, gene]
+        return out
+
     def __call__(self, perturbation: str) -> np.ndarray:
         """Feature vector (float32) of one perturbation."""
         n_latent = self.components.shape[0]
@@ -63,8 +76,11 @@ class ShiftHints:
     the mean displacement of its OT pairs (paired target minus start, with the pairs' weights, so
     within covariates when the pairs are); for any other perturbation, a ridge regression of those
     displacements on the perturbations' features (:class:`PerturbationFeaturizer`), which for a
-    held-out panel gene extrapolates from its loadings on the basis rows all genes share; a
-    perturbation with no features at all gets the average shift. The policy still learns the state-dependent rest from the paired targets.
+    held-out panel gene extrapolates from its loadings on the basis rows all genes share, plus the
+    knockdown's effect on the gene's own axis at the strength the training knockdowns showed on
+    theirs (one coefficient shared by all genes: a knocked-down gene's own expression falls, which no
+    other gene's features can say); a perturbation with no features at all gets the average shift.
+    The policy still learns the state-dependent rest from the paired targets.
 
     Parameters
     ----------
@@ -90,14 +106,22 @@ class ShiftHints:
         if not names:
             self._mean, self._weights = np.zeros(dim), np.zeros((featurizer.dim, dim))
             self._feature_mean = np.zeros(featurizer.dim)
+            self.self_effect = 0.0
             return
         features = np.stack([featurizer(n) for n in names]).astype(np.float64)
         shifts = np.stack([self.known[n] for n in names])
-        self._mean = shifts.mean(axis=0)
-        centred = features - features.mean(axis=0)
-        self._feature_mean = features.mean(axis=0)
-        gram = centred.T @ centred + alpha * np.eye(features.shape[1])
-        self._weights = np.linalg.solve(gram, centred.T @ (shifts - self._mean))
+        self._mean, self._feature_mean, self._weights = _ridge_fit(features, shifts, alpha)
+        # self-effect: what a regression fitted without a training knockdown leaves of it, read
+        # along its own axis (left out, so the fit cannot absorb it)
+        own = np.stack([featurizer.own_axis(n) for n in names])
+        gained = norm = 0.0
+        for i in np.flatnonzero(own.any(axis=1)) if len(names) > 1 else []:
+            rest = np.arange(len(names)) != i
+            mean, feature_mean, weights = _ridge_fit(features[rest], shifts[rest], alpha)
+            residual = shifts[i] - mean - (features[i] - feature_mean) @ weights
+            gained += float(residual @ own[i])
+            norm += float(own[i] @ own[i])
+        self.self_effect = gained / norm if norm > 0 else 0.0
 
     def __call__(self, perturbation: str) -> np.ndarray:
         """The hint (float32, latent units) of one perturbation, seen or not."""
@@ -107,4 +131,13 @@ class ShiftHints:
         feature = self.featurizer(name).astype(np.float64)
         if not feature.any():  # nothing is known about it: the average shift, not an extrapolation from zero
             return self._mean.astype(np.float32)
-        return (self._mean + (feature - self._feature_mean) @ self._weights).astype(np.float32)
+        shift = self._mean + (feature - self._feature_mean) @ self._weights
+        return (shift + self.self_effect * self.featurizer.own_axis(name)).astype(np.float32)
+
+
+def _ridge_fit(features: np.ndarray, targets: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(target mean, feature mean, weights) of a ridge regression with an unpenalized intercept."""
+    target_mean, feature_mean = targets.mean(axis=0), features.mean(axis=0)
+    centred = features - feature_mean
+    gram = centred.T @ centred + alpha * np.eye(features.shape[1])
+    return target_mean, feature_mean, np.linalg.solve(gram, centred.T @ (targets - target_mean))

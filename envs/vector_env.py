@@ -76,7 +76,7 @@ class CellStateVectorEnv(VectorEnv):
     def step(self, actions):
         actions = np.asarray(actions, dtype=np.float64).reshape(self.num_envs, -1)
         restarting = self._needs_reset.copy()
-        pushes = self.dynamics.push(self._z, actions, self._goal)
+        pushes = self.dynamics.push(self._z, actions, self._goal, steps_left=self.dynamics.steps_left(self._t))
         moved = self.dynamics.move(self._z, pushes, self._rng)
         rewards = self.dynamics.reward(self._z, moved, self._y, pushes)
         self._z = moved

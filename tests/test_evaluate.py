@@ -146,3 +146,24 @@ def test_trpo_ppo_beats_control_and_train_mean_on_synthetic_heldout_cells(ray_lo
     pearson, edist = _table(result, "delta_pearson_top20"), _table(result, "e_distance")
     assert pearson["TRPO->PPO"] > max(pearson["control-mean"], pearson["train-mean"]), pearson
     assert edist["TRPO->PPO"] < min(edist["control-mean"], edist["train-mean"]), edist
+
+
+def test_ridge_self_effect_changes_only_an_unseen_panel_genes_own_expression(synthetic_adata, synthetic_dataset):
+    from envs.preparation import prepare_dataset
+    from experiments.evaluation.baselines import ridge, ridge_self_effect
+    from experiments.evaluation.evaluate import build_context
+
+    held_out = sorted(set(synthetic_adata.obs["perturbation"]) - {"control"})[0]
+    ds = prepare_dataset(synthetic_adata, perturbation_key="perturbation", control_value="control",
+                         split="perturbations", holdout=[held_out], seed=0)
+    context = build_context(ds, max_start_cells=100, seed=0)
+    rng = np.random.default_rng(0)
+    plain, with_self = ridge(context, held_out, rng).cells, ridge_self_effect(context, held_out, rng).cells
+    gene = ds.featurizer.gene_index[held_out]
+    changed = np.flatnonzero(np.abs(with_self - plain).max(axis=0) > 0)
+    assert list(changed) == [gene]
+    # the synthetic knockdowns lower their own gene: so does the rule, by one shared amount
+    assert np.all(with_self[:, gene] < plain[:, gene])
+    seen = build_context(synthetic_dataset, max_start_cells=100, seed=0)  # held-out cells: every gene was trained
+    for name in seen.start_rows:
+        np.testing.assert_array_equal(ridge(seen, name, rng).cells, ridge_self_effect(seen, name, rng).cells)

@@ -41,6 +41,9 @@ def test_the_push_is_the_guide_plus_the_action_clipped(synthetic_dataset):
     goal = z + rng.normal(size=z.shape)
     action = rng.uniform(-1, 1, size=z.shape)
     np.testing.assert_allclose(dyn.push(z, action, goal), np.clip(dyn.steer(z, goal) + action, -1, 1))
+    # with k steps left the guide steers a 1/k share of the way
+    np.testing.assert_allclose(dyn.push(z, action, goal, steps_left=4.0),
+                               np.clip(dyn.steer(z, z + (goal - z) / 4.0) + action, -1, 1))
     np.testing.assert_allclose(dyn.push(z, action, goal, guided=False), action)
     with pytest.raises(ValueError, match="goal"):
         dyn.push(z, action)

@@ -61,3 +61,22 @@ def test_observation_carries_the_hint_only_for_datasets_prepared_with_it(synthet
                                                          if k != "shift_hint"})
     assert CellStateDynamics(older, DynamicsConfig()).feature_dim == base_dim  # a run trained before hints
     assert CellStateDynamics(older, DynamicsConfig(shift_hint=True)).feature_dim == base_dim + d
+
+
+def test_an_unseen_knockdown_lowers_its_own_gene_as_the_training_knockdowns_did(synthetic_adata):
+    """The self-effect: one number from the training knockdowns, along the unseen gene's own axis."""
+    held_out = sorted(set(synthetic_adata.obs["perturbation"]) - {"control"})[0]
+    ds = prepare_dataset(synthetic_adata, perturbation_key="perturbation", control_value="control",
+                         split="perturbations", holdout=[held_out], seed=0)
+    hints = ShiftHints(ds.latent, ds.pairs, ds.policy_featurizer)
+    own = ds.policy_featurizer.own_axis(held_out)
+    assert np.linalg.norm(own) > 0.1  # its own axis is in the basis, and out of the policy's features
+    assert not np.any(own[ds.policy_featurizer.shared_rows])
+    assert hints.self_effect > 0  # the synthetic knockdowns lower their own gene
+    observed = ds.latent[ds.cell_indices(held_out, "all")].mean(axis=0) - ds.latent[
+        ds.cell_indices("control", "train")].mean(axis=0)
+    without = hints(held_out) - hints.self_effect * own
+    assert np.linalg.norm(hints(held_out) - observed) < np.linalg.norm(without - observed)
+    # a training knockdown's hint is its own measured shift, untouched by the rule
+    trained = sorted(hints.known)[0]
+    np.testing.assert_allclose(hints(trained), hints.known[trained].astype(np.float32))

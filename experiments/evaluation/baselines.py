@@ -26,7 +26,11 @@ Baselines (all fitted on training cells only):
 * ``ridge``: ``sklearn.linear_model.Ridge`` from the perturbation features
   (:class:`envs.perturbation_features.PerturbationFeaturizer`) to the gene-space delta, one
   sample per training perturbation.
-* ``drift``: the landscape alone: the env dynamics rolled for ``horizon`` steps with action 0.
+* ``ridge + self-effect``: ridge, plus for a panel gene unseen in training the drop of its own
+  expression that the training knockdowns showed at theirs (one shared number).
+* ``drift``: the landscape alone: the env dynamics rolled for ``horizon`` steps with zero push.
+* ``hint-controller``: the guide alone: the scripted push toward each start cell moved by the
+  shift hint (what a guided policy does with a zero action).
 
 With a group split (a held-out cell type), training deltas are measured against the training
 control cells *outside* the held-out group, so each delta compares like with like.
@@ -53,7 +57,9 @@ __all__ = [
     "train_mean",
     "perturbation_mean",
     "ridge",
+    "ridge_self_effect",
     "drift",
+    "hint_controller",
     "rollout",
     "make_dynamics",
     "BASELINES",
@@ -207,6 +213,41 @@ def ridge(context: EvalContext, perturbation: str, rng: np.random.Generator, *, 
     (``dataset.featurizer``) -> gene-space training delta. With a single training perturbation it
     predicts that perturbation's delta (the intercept).
     """
+    return _shifted(context, perturbation, _ridge_delta(context, perturbation, alpha))
+
+
+def ridge_self_effect(context: EvalContext, perturbation: str, rng: np.random.Generator) -> Prediction:
+    """:func:`ridge`, plus the knockdown's effect on its own gene for a panel gene unseen in training.
+
+    A gene's features cannot say that knocking it down lowers its own expression: each gene's
+    own axis is a feature no other gene shares. The self-effect is one number fitted on the training
+    knockdowns of panel genes: how far each moved its own gene beyond what the other training
+    perturbations did to that gene, averaged. It is the gene-space counterpart of the self-effect
+    in the policies' shift hints (:class:`envs.perturbation_features.ShiftHints`), so the policies'
+    lead over this row is not that rule.
+    """
+    delta = _ridge_delta(context, perturbation, 1.0)
+    gene = context.dataset.featurizer.gene_index.get(str(perturbation))
+    if gene is not None and perturbation not in context.train_delta:
+        delta = delta.copy()
+        delta[gene] += _self_effect(context)
+    return _shifted(context, perturbation, delta)
+
+
+def _self_effect(context: EvalContext) -> float:
+    if "self-effect" not in context.cache:
+        index = context.dataset.featurizer.gene_index
+        names = [n for n in sorted(context.train_delta) if n in index]
+        effects = []
+        for name in names:
+            others = [context.train_delta[o][index[name]] for o in context.train_delta if o != name]
+            if others:
+                effects.append(context.train_delta[name][index[name]] - float(np.mean(others)))
+        context.cache["self-effect"] = float(np.mean(effects)) if effects else 0.0
+    return context.cache["self-effect"]
+
+
+def _ridge_delta(context: EvalContext, perturbation: str, alpha: float) -> np.ndarray:
     from sklearn.linear_model import Ridge
 
     key = ("ridge", alpha)
@@ -217,8 +258,7 @@ def ridge(context: EvalContext, perturbation: str, rng: np.random.Generator, *, 
         Y = np.stack([context.train_delta[n] for n in names])
         context.cache[key] = Ridge(alpha=alpha).fit(F, Y)
     model = context.cache[key]
-    delta = model.predict(context.dataset.featurizer(perturbation).astype(np.float64)[None, :])[0]
-    return _shifted(context, perturbation, delta)
+    return model.predict(context.dataset.featurizer(perturbation).astype(np.float64)[None, :])[0]
 
 
 ActionFn = Callable[[np.ndarray], np.ndarray]
@@ -255,7 +295,7 @@ def rollout(
         else:
             obs = dyn.observe_features(z, z0, features, np.full(n, t))
             action = np.asarray(action_fn(obs), dtype=np.float64)
-        z = dyn.move(z, dyn.push(z, action, goal, guided=guided), rng)
+        z = dyn.move(z, dyn.push(z, action, goal, steps_left=dyn.steps_left(np.full(n, t)), guided=guided), rng)
         path.append(z.copy())
     latent_path = np.stack(path, axis=1)  # cells x steps x d
     X0 = context.start_expression(perturbation)
@@ -287,6 +327,7 @@ BASELINES: dict[str, Predictor] = {
     "train-mean": train_mean,
     "perturbation-mean": perturbation_mean,
     "ridge": ridge,
+    "ridge + self-effect": ridge_self_effect,
     "drift (a=0)": drift,
     "hint-controller": hint_controller,
 }

@@ -102,8 +102,16 @@ def _with_shared_settings(config, settings: TwoStageSettings, data: Any = None):
             env_runner_health_probe_timeout_s=10.0,
             env_runner_restore_timeout_s=60.0,
         )
-        .reporting(metrics_num_episodes_for_smoothing=20)
+        .reporting(metrics_num_episodes_for_smoothing=_episodes_per_iteration(settings))
     )
+
+
+def _episodes_per_iteration(settings: TwoStageSettings) -> int:
+    # the reported return averages about one iteration's episodes: over RLlib's default few, the
+    # noise of single paired targets hid what an iteration changed, and plateau stops came by chance
+    if settings.env != CELLSTATE_ENV:
+        return 20
+    return max(20, settings.train_batch_size // int(settings.env_config.get("horizon", 20)))
 
 
 def build_stage1_config(settings: TwoStageSettings, data: Any = None):
