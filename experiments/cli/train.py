@@ -92,6 +92,8 @@ def _print_summary(summary: dict) -> bool:
         ("PPO weight change L2", summary["ppo_weight_change_l2"]),
         ("oracle-controller return (same env)", summary.get("oracle_return")),
         ("PPO final return / oracle's", summary.get("ppo_return_fraction_of_oracle")),
+        ("PPO mean-action return (same env)", summary.get("ppo_mean_action_return")),
+        ("PPO mean-action return / oracle's", summary.get("ppo_mean_action_fraction_of_oracle")),
         ("total wall s (incl. data + Ray)", summary["wall_s"]),
     ]
     width = max(len(k) for k, _ in rows)
@@ -227,7 +229,7 @@ def _train(args, manifest, settings, dataset, started: float, *, resume_from: Pa
     verb = f"resuming from {manifest.relative(resume_from)}" if resume_from else "starting"
     print(f"waddington train -> {out}  {verb}  (TRPO {settings.trpo_iters} it, PPO {settings.ppo_iters} it, "
           f"kl_radius={settings.kl_radius:g}, clip={settings.clip_param:g}, seed={settings.seed})", flush=True)
-    summary = None
+    summary, final_checkpoint = None, None
     data = dataset.env_view() if dataset is not None else None
     for metrics in run_two_stage(settings, work_dir=out / "checkpoints", resume_from=resume_from, data=data):
         raise_if_interrupted()  # a Ctrl-C that a finalizer swallowed stops the run at the next iteration
@@ -237,11 +239,12 @@ def _train(args, manifest, settings, dataset, started: float, *, resume_from: Pa
         if not args.quiet:
             _print_iteration(metrics, started)
         if "checkpoint_dir" in metrics:
+            final_checkpoint = metrics["checkpoint_dir"]
             manifest.add_checkpoint(metrics["stage"], metrics["checkpoint_dir"])
             print(f"         checkpoint ({metrics['stage']} done): {metrics['checkpoint_dir']}", flush=True)
         summary = metrics.get("summary", summary)
     raise_if_interrupted()
-    summary = {**summary, **_against_the_oracle(summary, settings, dataset)}
+    summary = {**summary, **_against_the_oracle(summary, settings, dataset, final_checkpoint)}
     summary = {**summary, "wall_s": time.perf_counter() - started, "output": str(out),
                "resumed_from": manifest.relative(resume_from) if resume_from else None}
     write_json_atomic(out / "summary.json", summary)
@@ -256,13 +259,22 @@ def _train(args, manifest, settings, dataset, started: float, *, resume_from: Pa
     return 0 if ok else 1
 
 
-def _against_the_oracle(summary: dict, settings, dataset) -> dict:
-    """The scripted oracle's return on this env and PPO's final return as a fraction of it."""
+def _against_the_oracle(summary: dict, settings, dataset, checkpoint) -> dict:
+    """The scripted oracle's return on this env, and PPO's as a fraction of it: its last sampled
+    return (exploration noise included) and its mean action's (what it predicts with)."""
     if dataset is None or settings.env != CELLSTATE_ENV:
         return {}
-    from experiments.training.oracle_return import oracle_return
+    from experiments.evaluation.checkpoints import load_policy
+    from experiments.training.oracle_return import oracle_return, policy_return
 
-    oracle = oracle_return(dataset.env_view(), settings.env_config, seed=settings.seed)
+    view = dataset.env_view()
+    oracle = oracle_return(view, settings.env_config, seed=settings.seed)
     final = summary.get("ppo_final_return")
-    return {"oracle_return": oracle,
-            "ppo_return_fraction_of_oracle": final / oracle if final is not None and oracle > 0 else None}
+    greedy = policy_return(view, load_policy(checkpoint), settings.env_config, seed=settings.seed) \
+        if checkpoint else None
+
+    def fraction(value):
+        return value / oracle if value is not None and oracle > 0 else None
+
+    return {"oracle_return": oracle, "ppo_return_fraction_of_oracle": fraction(final),
+            "ppo_mean_action_return": greedy, "ppo_mean_action_fraction_of_oracle": fraction(greedy)}

@@ -254,7 +254,7 @@ def load_policy(checkpoint_dir: str | os.PathLike) -> Callable[[np.ndarray], np.
     Returns
     -------
     ``act(obs: (n, obs_dim) float32) -> (n, action_dim) float64``, the mean of the action
-    distribution clipped to [-1, 1] (the env clips too).
+    distribution clipped to the module's action box (the env clips too).
     """
     import torch
     from ray.rllib.core.columns import Columns
@@ -271,6 +271,7 @@ def load_policy(checkpoint_dir: str | os.PathLike) -> Callable[[np.ndarray], np.
     module.eval()
     obs_dim = int(module.observation_space.shape[0])
     action_dim = int(module.action_space.shape[0])
+    low, high = np.asarray(module.action_space.low, np.float64), np.asarray(module.action_space.high, np.float64)
 
     def act(obs: np.ndarray) -> np.ndarray:
         if obs.shape[1] != obs_dim:
@@ -281,7 +282,7 @@ def load_policy(checkpoint_dir: str | os.PathLike) -> Callable[[np.ndarray], np.
         with torch.no_grad():
             out = module.forward_inference({Columns.OBS: torch.as_tensor(obs, dtype=torch.float32)})
         inputs = out[Columns.ACTION_DIST_INPUTS].cpu().numpy().astype(np.float64)
-        return np.clip(inputs[:, :action_dim], -1.0, 1.0)
+        return np.clip(inputs[:, :action_dim], low, high)
 
     act.obs_dim = obs_dim  # type: ignore[attr-defined]
     return act

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["oracle_return"]
+__all__ = ["oracle_return", "policy_return"]
 
 
 def oracle_return(dataset, env_config: dict[str, Any] | None = None, *, episodes: int = 200, seed: int = 0) -> float:
@@ -23,3 +23,23 @@ def oracle_return(dataset, env_config: dict[str, Any] | None = None, *, episodes
     env = CellStateEnv(dataset, guided=False, **{k: v for k, v in (env_config or {}).items() if k in keys})
     returns, _, _ = rollout_returns(env, toward_target(env), episodes=episodes, seed=seed)
     return float(np.mean(returns))
+
+
+def policy_return(dataset, act, env_config: dict[str, Any] | None = None, *, episodes: int = 200,
+                  seed: int = 0) -> float:
+    """Mean episode return of a trained policy's mean action (``act``: batched obs -> actions) on the run's env.
+
+    What the policy predicts with (no exploration noise), on ``episodes`` episodes run as one
+    batch; comparable with :func:`oracle_return`.
+    """
+    from envs.vector_env import CellStateVectorEnv
+
+    keys = ("horizon", "dt", "action_scale", "noise_std", "action_cost", "shift_hint", "guided")
+    env = CellStateVectorEnv(episodes, stagger=False, data=dataset,
+                             **{k: v for k, v in (env_config or {}).items() if k in keys})
+    obs, _ = env.reset(seed=seed)
+    total = np.zeros(episodes)
+    for _ in range(env.dynamics.config.horizon):
+        obs, reward, *_ = env.step(act(obs))
+        total += reward
+    return float(total.mean())

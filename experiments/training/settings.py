@@ -43,8 +43,8 @@ class TwoStageSettings:
         Iterations of each stage (``train_batch_size`` env steps each; the most when a plateau
         stops a stage first) and the seed of everything.
     plateau_patience, plateau_min_delta
-        A stage stops once the mean of its last 5 returns has not risen by ``plateau_min_delta``
-        for ``plateau_patience`` iterations (0: never; run every iteration).
+        A stage stops once its last ``plateau_patience`` returns average less than
+        ``plateau_min_delta`` above the ``plateau_patience`` before them (0: never; run every iteration).
     kl_radius, clip_param
         The two swept hyperparameters: TRPO's KL trust-region radius and PPO's clip.
     train_batch_size, num_env_runners, num_envs_per_env_runner, gamma, lambda_
@@ -83,11 +83,11 @@ class TwoStageSettings:
     group_key: str | None = None
     test_fraction: float = 0.2
     covariate_keys: list[str] = field(default_factory=list)
-    # schedule: at most 40 TRPO + 100 PPO iterations, each stage ends earlier on a plateau of its return
+    # schedule: at most 40 TRPO + 200 PPO iterations, each stage ends earlier on a plateau of its return
     trpo_iters: int = 40
-    ppo_iters: int = 100
+    ppo_iters: int = 200
     seed: int = 0
-    plateau_patience: int = 15
+    plateau_patience: int = 30
     plateau_min_delta: float = 0.01
     # the two swept hyperparameters
     kl_radius: float = 0.01

@@ -116,26 +116,23 @@ def _flat_metrics(result: dict) -> dict[str, Any]:
 
 
 class Plateau:
-    """Stop when the smoothed return has not improved by ``min_delta`` for ``patience`` iterations.
+    """Stop when the last ``patience`` returns average less than ``min_delta`` above the ``patience`` before them.
 
-    The smoothed return is the mean of the last ``window`` finite returns. ``patience=0`` never stops.
+    Two adjacent windows, not a best-so-far: one noisy high return cannot hold a slowly rising
+    stage to a mark it then takes ``patience`` iterations to beat (measured: stages stopped while
+    their return still rose). Decided once ``2 * patience`` returns are in; ``patience=0`` never stops.
     """
 
-    def __init__(self, patience: int, min_delta: float, window: int = 5):
-        self.patience, self.min_delta, self.window = patience, min_delta, window
-        self.best = -math.inf
-        self.since_best = 0
+    def __init__(self, patience: int, min_delta: float):
+        self.patience, self.min_delta = patience, min_delta
 
     def update(self, returns: list[float]) -> bool:
         """Record one iteration; True when the stage should stop."""
-        if self.patience <= 0 or len(returns) < self.window:
+        if self.patience <= 0 or len(returns) < 2 * self.patience:
             return False
-        smoothed = float(np.mean(returns[-self.window:]))
-        if smoothed > self.best + self.min_delta:
-            self.best, self.since_best = smoothed, 0
-        else:
-            self.since_best += 1
-        return self.since_best >= self.patience
+        recent = float(np.mean(returns[-self.patience:]))
+        before = float(np.mean(returns[-2 * self.patience : -self.patience]))
+        return recent - before < self.min_delta
 
 
 def run_stage(
