@@ -48,7 +48,12 @@ def test_optuna_searcher_with_asha(ray_local, tmp_path):
 
 
 def test_axes_are_checked_before_anything_runs():
+    from experiments.cli.options import sweep_axis
     from experiments.training.settings import resolve_settings
+
+    assert sweep_axis("ppo-lr=3e-4,1e-3") == ("ppo_lr", [3e-4, 1e-3])
+    assert sweep_axis("fcnet_hiddens=64x64,128") == ("fcnet_hiddens", [[64, 64], 128])
+    assert sweep_axis("stage1_algo=trpo,ppo") == ("stage1_algo", ["trpo", "ppo"])
     from experiments.training.sweep import SweepError, validate_axes
 
     s = resolve_settings(tiny_settings())

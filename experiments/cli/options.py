@@ -42,6 +42,11 @@ def sweep_axis(text: str) -> tuple[str, list]:
         parts = token.split("x")
         if len(parts) > 1 and all(part.isdigit() for part in parts):
             return [int(part) for part in parts]  # layer sizes
+        for number in (int, float):  # before YAML, which reads 3e-4 as a string
+            try:
+                return number(token)
+            except ValueError:
+                pass
         return yaml.safe_load(token)
 
     return key.strip().replace("-", "_"), [parse(token) for token in csv_list(values)]
