@@ -133,7 +133,8 @@ class CellStateEnv(gym.Env):
         low, high = self.dynamics.observation_bounds()
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
         n = self.dynamics.n_latent
-        self.action_space = spaces.Box(-1.0, 1.0, shape=(n,), dtype=np.float32)
+        bound = self.dynamics.action_bound
+        self.action_space = spaces.Box(-bound, bound, shape=(n,), dtype=np.float32)
         self.render_mode = render_mode
         self._state: dict[str, np.ndarray] = {}
 

@@ -28,9 +28,8 @@ def steering_action(dynamics: CellStateDynamics, z: np.ndarray, point: np.ndarra
 def landscape_aware(env: CellStateEnv, point_of: Callable[[dict[str, Any]], np.ndarray]) -> Controller:
     """Push toward ``point_of(info)`` by the step that cancels the drift, clipped to the action box.
 
-    In a guided env the action is what is left of that push after the guide's (clipped to the
-    box), so the controller means the same thing there; the oracle's return is best read on the
-    unguided env (``guided=False``), where no clipping of the difference can hold it back.
+    In a guided env the action is what is left of that push after the guide's, so the controller
+    makes the same pushes there.
     """
     dynamics = env.dynamics
 
@@ -40,7 +39,7 @@ def landscape_aware(env: CellStateEnv, point_of: Callable[[dict[str, Any]], np.n
         if dynamics.guided:
             steps_left = round(float(obs[-1]) * dynamics.config.horizon)  # the observed time remaining
             guide = dynamics.push(z, np.zeros_like(z), dynamics.observed_goal(obs[None, :]), steps_left=steps_left)
-            push = np.clip(push - guide, -1.0, 1.0)
+            push = np.clip(push - guide, -dynamics.action_bound, dynamics.action_bound)
         return push[0].astype(np.float32)
 
     return act

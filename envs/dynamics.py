@@ -69,6 +69,8 @@ class CellStateDynamics:
         # a policy then learns a correction to a known-good push, not the push itself: its untrained
         # (near-zero) mean already moves cells by the training data's mean shift, cancelling the drift
         self.guided = bool(guided)
+        # guided, a correction must reach any push in the box whatever the guide says: twice as wide
+        self.action_bound = 2.0 if self.guided else 1.0
         self._featurizer = featurizer
         self.feature_dim = featurizer.dim + (self.n_latent if hinted else 0)
         self.bound = float(np.ceil(1.5 * np.abs(dataset.latent).max()))
@@ -148,14 +150,17 @@ class CellStateDynamics:
 
     def push(self, z: np.ndarray, action: np.ndarray, goal: np.ndarray | None = None, *,
              steps_left: np.ndarray | float = 1.0, guided: bool | None = None) -> np.ndarray:
-        """The push an action makes at ``z``: the action, or with guided actions, the guide's push plus it (both clipped).
+        """The push an action makes at ``z``: the action, or with guided actions, the guide's push plus it, clipped to the box.
+
+        A guided action lies in ``[-2, 2]`` (so it can undo any guide's push), a plain one in ``[-1, 1]``.
 
         The guide steers an even share of the way to ``goal`` (:meth:`goal`) per step, cancelling
         the drift: ``steps_left`` steps (per cell) remain before the episode ends. ``guided``
         overrides the dynamics' setting.
         """
-        action = np.clip(action, -1.0, 1.0)
-        if not (self.guided if guided is None else guided):
+        guided = self.guided if guided is None else guided
+        action = np.clip(action, -2.0, 2.0) if guided else np.clip(action, -1.0, 1.0)
+        if not guided:
             return action
         if goal is None:
             raise ValueError("Guided dynamics need the guide's goal to turn an action into a push.")
