@@ -85,3 +85,15 @@ def test_the_oracle_still_beats_the_guide_and_the_guide_beats_doing_nothing(synt
     # same episodes (same reset seeds): the learning problem keeps headroom above the guide
     assert oracle.mean() > guide.mean() > nothing.mean()
     assert oracle_in_guided.mean() > guide.mean()
+
+
+def test_a_guided_correction_can_undo_any_push_of_the_guide(synthetic_dataset):
+    guided = gym.make(ENV_ID, data=synthetic_dataset).unwrapped
+    plain = gym.make(ENV_ID, data=synthetic_dataset, guided=False).unwrapped
+    assert guided.action_space.high.max() == 2.0 and plain.action_space.high.max() == 1.0
+    dyn = guided.dynamics
+    z = synthetic_dataset.latent[:8].astype(np.float64)
+    goal = z - 50.0  # far below: the guide pushes -1 in every dimension
+    assert np.all(dyn.push(z, np.zeros_like(z), goal) == -1.0)
+    np.testing.assert_allclose(dyn.push(z, np.full_like(z, 2.0), goal), 1.0)  # the full opposite push
+    np.testing.assert_allclose(dyn.push(z, np.full_like(z, 5.0), goal), 1.0)  # beyond the box: clipped
