@@ -19,8 +19,9 @@ from experiments.evaluation.evaluate import COMPARISON_ONLY, HIGHER_IS_BETTER, M
 
 __all__ = ["CONVENTIONS", "summarize", "paired_difference", "render_tables", "render_report", "METHOD_ORDER"]
 
-METHOD_ORDER = ("control-mean", "train-mean", "perturbation-mean", "ridge", "drift (a=0)", "latent-ceiling",
-                "oracle-controller", "PPO-only", "TRPO-only", "stage-1 PPO", "TRPO->PPO")
+METHOD_ORDER = ("control-mean", "train-mean", "perturbation-mean", "ridge", "ridge + self-effect", "drift (a=0)",
+                "hint-controller", "latent-ceiling", "oracle-controller", "PPO-only", "TRPO-only", "stage-1 PPO",
+                "TRPO->PPO")
 
 CONVENTIONS = {
     "delta": "mean(pred) - mean(start controls) vs mean(observed test cells) - mean(start controls), log-normalized HVGs",
@@ -122,6 +123,9 @@ def _verdicts(rows, split: str) -> list[str]:
     for a, b, title in (("TRPO->PPO", "train-mean", "TRPO -> PPO vs the train-mean baseline"),
                         ("TRPO->PPO", "perturbation-mean", "TRPO -> PPO vs the perturbation-mean baseline"),
                         ("TRPO->PPO", "ridge", "TRPO -> PPO vs the ridge baseline"),
+                        ("TRPO->PPO", "ridge + self-effect", "TRPO -> PPO vs the ridge + self-effect baseline"),
+                        ("TRPO->PPO", "hint-controller", "What learning added: TRPO -> PPO vs the hint-controller "
+                         "(the guide alone, a guided policy's zero action)"),
                         ("TRPO->PPO", "control-mean", "TRPO -> PPO vs the control-mean baseline (no change)"),
                         ("latent-ceiling", "perturbation-mean", "Representation gap: latent-ceiling vs "
                          "perturbation-mean (what the latent space and decoder can express)"),
