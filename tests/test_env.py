@@ -15,12 +15,20 @@ from envs.controllers import rollout_returns, toward_population_mean, toward_tar
 
 
 def test_make_with_defaults_passes_check_env():
-    env = gym.make(ENV_ID)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        check_env(env.unwrapped)
-    assert [str(w.message) for w in caught] == []
-    assert env.observation_space.dtype == np.float32 and env.action_space.dtype == np.float32
+    for guided in (False, True):
+        env = gym.make(ENV_ID, guided=guided)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            check_env(env.unwrapped)
+        messages = [str(w.message) for w in caught]
+        if guided:
+            # the one advisory a guided env draws, on purpose: a correction spans twice the push box
+            # ([-2, 2]) so that it can undo any push of the guide (the env clips the sum to [-1, 1])
+            assert len(messages) == 1 and "symmetric and normalized" in messages[0], messages
+            assert env.action_space.high.max() == 2.0
+        else:
+            assert messages == []
+        assert env.observation_space.dtype == np.float32 and env.action_space.dtype == np.float32
 
 
 def _rollout(env, seed: int, steps: int = 25):

@@ -84,7 +84,8 @@ def test_baselines_only_writes_rows_report_and_pngs(tiny_h5ad, tmp_path, capsys)
     keys = [(r["method"], r["split"], r["metric"], r["seed"]) for r in rows]
     assert len(keys) == len(set(keys)), "one row per method x split x metric x seed"
     methods = {r["method"] for r in rows}
-    assert methods == {"control-mean", "train-mean", "perturbation-mean", "ridge", "drift (a=0)"}
+    assert methods == {"control-mean", "train-mean", "perturbation-mean", "ridge", "ridge + self-effect", "drift (a=0)",
+                       "hint-controller"}
     main_metrics = {"delta_pearson_all", "delta_pearson_top20", "delta_mse_all", "delta_mse_top20", "e_distance",
                     "wasserstein2", "dtw"}
     for method in methods:
