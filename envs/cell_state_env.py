@@ -29,9 +29,10 @@ class CellStateEnv(gym.Env):
 
     ``Box(-1, 1, (n_latent,), float32)``: a push in each latent direction, scaled by ``action_scale``.
     With ``guided`` actions (the default for datasets prepared with shift hints) the action is a
-    correction added to the guide's push: the push that cancels the drift and steps an even share
-    of the way (``1 / steps left``) toward ``z_0 + hint`` (the start cell moved by the perturbation's mean training shift); the sum is
-    clipped to the box. A zero action then already carries the cell by the mean shift.
+    correction in ``Box(-2, 2)`` added to the guide's push: the push that cancels the drift and
+    steps an even share of the way (``1 / steps left``) toward ``z_0 + hint`` (the start cell moved
+    by the perturbation's mean training shift); the sum is clipped to ``[-1, 1]``. A zero action
+    then already carries the cell by the mean shift, and a correction can undo any push of the guide.
 
     ## Observation Space
 
