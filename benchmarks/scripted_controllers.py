@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--out", default="benchmarks/results/scripted_controllers.json")
     args = parser.parse_args()
-    env = envs.make_cell_state_env({"data": "synthetic"})
+    env = envs.make_cell_state_env({"data": "synthetic", "guided": False})  # plain pushes: zero is doing nothing
     rng = np.random.default_rng(0)
     controllers = {
         "landscape-aware to OT target": toward_target(env),

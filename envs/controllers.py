@@ -58,7 +58,7 @@ def toward_population_mean(env: CellStateEnv) -> Controller:
 
 
 def zero_action(env: CellStateEnv) -> Controller:
-    """Do nothing: the landscape drift and noise alone move the cell."""
+    """A zero action: in a plain env, doing nothing (the drift and noise alone move the cell); in a guided env, the guide alone."""
     return lambda obs, info: np.zeros(env.dynamics.n_latent, dtype=np.float32)
 
 

@@ -62,7 +62,9 @@ class CellStateDynamics:
         featurizer = dataset.policy_featurizer
         hinted = dataset.meta.get("shift_hint", False) if config.shift_hint is None else config.shift_hint
         # datasets prepared before hints existed keep their observation layout (their policies expect it)
-        self.hints = ShiftHints(dataset.latent, dataset.pairs, featurizer) if hinted else None
+        # the self-effect came with guided actions: older datasets keep the hints their runs saw
+        self.hints = ShiftHints(dataset.latent, dataset.pairs, featurizer,
+                                self_effect=bool(dataset.meta.get("guided_actions", False))) if hinted else None
         guided = hinted and dataset.meta.get("guided_actions", False) if config.guided is None else config.guided
         if guided and not hinted:
             raise ValueError("guided actions steer toward the shift hint: they need shift_hint on.")

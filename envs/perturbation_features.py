@@ -92,10 +92,12 @@ class ShiftHints:
         Features the regression for other perturbations reads.
     alpha
         Ridge penalty.
+    self_effect
+        Add the knockdown self-effect (off for datasets prepared before it: their policies never saw it).
     """
 
     def __init__(self, latent: np.ndarray, pairs: dict[str, np.ndarray], featurizer: PerturbationFeaturizer,
-                 *, alpha: float = 1.0):
+                 *, alpha: float = 1.0, self_effect: bool = True):
         self.featurizer = featurizer
         self.known = {
             name: np.average(latent[p[:, 1].astype(int)] - latent[p[:, 0].astype(int)], axis=0, weights=p[:, 2])
@@ -115,7 +117,7 @@ class ShiftHints:
         # along its own axis (left out, so the fit cannot absorb it)
         own = np.stack([featurizer.own_axis(n) for n in names])
         gained = norm = 0.0
-        for i in np.flatnonzero(own.any(axis=1)) if len(names) > 1 else []:
+        for i in np.flatnonzero(own.any(axis=1)) if len(names) > 1 and self_effect else []:
             rest = np.arange(len(names)) != i
             mean, feature_mean, weights = _ridge_fit(features[rest], shifts[rest], alpha)
             residual = shifts[i] - mean - (features[i] - feature_mean) @ weights

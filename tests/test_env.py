@@ -85,7 +85,7 @@ def test_vector_env_shapes_autoreset_and_determinism(synthetic_dataset):
 
 
 def test_landscape_aware_controller_beats_doing_nothing_random_and_collapse(synthetic_dataset):
-    env = envs.make_cell_state_env({"data": synthetic_dataset})
+    env = envs.make_cell_state_env({"data": synthetic_dataset, "guided": False})  # zero action: doing nothing
     dataset = env.dataset
     rng = np.random.default_rng(0)
 

@@ -61,6 +61,7 @@ def test_axes_are_checked_before_anything_runs():
         "fcnet_hiddens": [[16], [32, 32]], "entropy_coeff": [0.0, 0.01]}
     for axes, words in [({"no_such_setting": [1]}, "Unknown setting"), ({"n_latent": [4, 8]}, "one prepared dataset"),
                         ({"kl_radius": [0.1]}, "--kl-radius"), ({"ppo_lr": [1e-4, -1.0]}, "ppo_lr value -1.0"),
+                        ({"num_env_runners": [0, 2]}, "sizes every trial's CPUs"),
                         ({"entropy_coeff": []}, "empty")]:
         with pytest.raises(SweepError, match=words):
             validate_axes(s, axes)
@@ -98,3 +99,18 @@ def test_cli_sweeps_more_settings_and_reports_them(tmp_path):
     for params in (out / "sweep").glob("*/params.json"):
         sizes.add(tuple(json.loads(params.read_text())["fcnet_hiddens"]))
     assert sizes == {(16, 16), (32,)}
+    # a resumed sweep reports the axes it started with; other axes on resume are refused
+    again = subprocess.run([*WADDINGTON, "sweep", "--output", str(out), "--resume", "--num-cpus", "2", "--quiet"],
+                           cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    resumed = json.loads((out / "sweep_summary.json").read_text())
+    assert sorted((tuple(t["fcnet_hiddens"]), t["entropy_coeff"]) for t in resumed["trials"]) == swept
+    other = subprocess.run([*WADDINGTON, "sweep", "--output", str(out), "--resume", "--grid", "fcnet_hiddens=8"],
+                           cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert other.returncode == 2 and "axes it started with" in other.stderr, other.stderr[-2000:]
+    # a YAML grid that is not a mapping is one clear error
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"grid": ["fcnet_hiddens", [16]]}))
+    refused = subprocess.run([*WADDINGTON, "sweep", "--config", str(bad), "--output", str(tmp_path / "bad")],
+                             cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "must map settings" in refused.stderr, refused.stderr[-2000:]

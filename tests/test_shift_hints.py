@@ -77,6 +77,11 @@ def test_an_unseen_knockdown_lowers_its_own_gene_as_the_training_knockdowns_did(
         ds.cell_indices("control", "train")].mean(axis=0)
     without = hints(held_out) - hints.self_effect * own
     assert np.linalg.norm(hints(held_out) - observed) < np.linalg.norm(without - observed)
+    # datasets prepared before the rule (no guided actions in their meta) keep the hints their runs saw
+    assert ShiftHints(ds.latent, ds.pairs, ds.policy_featurizer, self_effect=False).self_effect == 0.0
+    older = dataclasses.replace(ds, meta={k: v for k, v in ds.meta.items() if k != "guided_actions"})
+    assert CellStateDynamics(older, DynamicsConfig()).hints.self_effect == 0.0
+    assert CellStateDynamics(ds, DynamicsConfig()).hints.self_effect == hints.self_effect
     # a training knockdown's hint is its own measured shift, untouched by the rule
     trained = sorted(hints.known)[0]
     np.testing.assert_allclose(hints(trained), hints.known[trained].astype(np.float32))

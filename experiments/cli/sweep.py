@@ -121,6 +121,13 @@ def _run(args: argparse.Namespace, library_log: list) -> int:
     storage = args.output if args.output and "://" in args.output else None  # shared storage URI
     out = (Path("runs") / f"sweep-{args.name}" if storage else output_dir(args, "sweep")).resolve()
     manifest, settings = _claim(args, out, storage, settings)
+    if manifest is not None:  # resumed: Tune restores the trials it started; report the axes they used
+        started = {k: v for k, v in (manifest.data.get("grid") or {}).items()
+                   if k not in ("kl_radius", "clip_param", "searcher", "scheduler", "num_samples")}
+        if args.grid and dict(args.grid) != started:
+            raise UsageError(cli_message(f"--resume finishes the sweep with the axes it started with ({started}); "
+                                         "drop --grid or start a new sweep.", args))
+        grid = dataclasses.replace(grid, axes=started)
     dataset_dir = out / "dataset"
     resumed_with_dataset = manifest is not None and (dataset_dir / "meta.json").is_file()
     if manifest is not None and not resumed_with_dataset:  # stopped before its dataset was saved: prepare it again
@@ -169,7 +176,11 @@ def _settings_and_grid(args: argparse.Namespace):
     scheduler = args.scheduler or other.get("scheduler") or "none"
     num_samples = args.num_samples or other.get("num_samples") or (8 if searcher == "optuna" else 1)
     kl, clips = _validate_grid(kl, clips, args)
-    axes = _validate_axes(settings, {**(other.get("grid") or {}), **dict(args.grid or [])}, args)
+    yaml_axes = other.get("grid") or {}
+    if not isinstance(yaml_axes, dict):
+        raise UsageError(cli_message(f"The YAML key 'grid' must map settings to lists of values, got {yaml_axes!r}.",
+                                     args))
+    axes = _validate_axes(settings, {**yaml_axes, **dict(args.grid or [])}, args)
     if args.resume and not args.output:
         raise UsageError("--resume needs --output DIR of the sweep to finish.")
     if args.resume and args.overwrite:
@@ -259,8 +270,6 @@ def _validate_grid(kl, clips, args):
 def _validate_axes(settings, axes: dict, args) -> dict[str, list]:
     from experiments.training import sweep as sweep_grid
 
-    if not isinstance(axes, dict):
-        raise UsageError(cli_message(f"The YAML key 'grid' must map settings to lists of values, got {axes!r}.", args))
     try:
         return sweep_grid.validate_axes(settings, axes)
     except sweep_grid.SweepError as exc:

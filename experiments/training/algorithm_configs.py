@@ -85,8 +85,8 @@ def _with_shared_settings(config, settings: TwoStageSettings, data: Any = None):
     if settings.env == CELLSTATE_ENV:
         # The CellState env ships a native numpy VectorEnv.
         env_runner_kwargs["gym_env_vectorize_mode"] = gym.VectorizeMode.VECTOR_ENTRY_POINT
-        # Its action box is [-1, 1] and it clips actions itself, so RLlib's unsquash/clip
-        # connector is an identity that costs ~40% of sampling time (benchmarks/env_throughput.py).
+        # It clips actions to its own box ([-1, 1], guided [-2, 2]) itself, so RLlib's unsquash/clip
+        # connector would only cost time (~40% of sampling, benchmarks/env_throughput.py).
         env_kwargs = {"normalize_actions": False, "clip_actions": False}
     return (
         config.environment(settings.env, env_config=env_config_for(settings, data), **env_kwargs)

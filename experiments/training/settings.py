@@ -83,7 +83,8 @@ class TwoStageSettings:
     group_key: str | None = None
     test_fraction: float = 0.2
     covariate_keys: list[str] = field(default_factory=list)
-    # schedule: at most 40 TRPO + 200 PPO iterations, each stage ends earlier on a plateau of its return
+    # schedule: at most 40 TRPO + 200 PPO iterations; a stage ends earlier on a plateau of its return (the
+    # rule needs 2 * plateau_patience returns, so at the defaults only PPO can stop early)
     trpo_iters: int = 40
     ppo_iters: int = 200
     seed: int = 0

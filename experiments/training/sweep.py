@@ -117,7 +117,8 @@ def check_resources(settings: TwoStageSettings, cluster: dict[str, float] | None
 
 #: Settings a sweep axis may not vary: the KL x clip grid has its own options, and every trial trains
 #: on one prepared dataset.
-_NOT_AXES = ("kl_radius", "clip_param", "env", "env_config", "data", "perturbation_key", "control_value")
+_NOT_AXES = ("kl_radius", "clip_param", "env", "env_config", "data", "perturbation_key", "control_value",
+             "num_env_runners")  # the last sizes every trial's placement group
 
 
 def validate_axes(settings: TwoStageSettings, axes: dict[str, list] | None) -> dict[str, list]:
@@ -132,8 +133,9 @@ def validate_axes(settings: TwoStageSettings, axes: dict[str, list] | None) -> d
         if key not in setting_names():
             raise SweepError(f"Unknown setting {key!r} on a sweep axis; known settings: {sorted(setting_names())}.")
         if key in _NOT_AXES or key in DATASET_FIXED_SETTINGS:
-            hint = "use --kl-radius / --clip" if key in ("kl_radius", "clip_param") else \
-                "every trial trains on one prepared dataset; run one sweep per data setting"
+            hint = ("use --kl-radius / --clip" if key in ("kl_radius", "clip_param") else
+                    "it sizes every trial's CPUs; set it for the whole sweep" if key == "num_env_runners" else
+                    "every trial trains on one prepared dataset; run one sweep per data setting")
             raise SweepError(f"{key!r} cannot be a sweep axis: {hint}.")
         values = list(values) if isinstance(values, (list, tuple)) else [values]
         if not values:
