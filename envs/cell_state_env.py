@@ -175,8 +175,8 @@ class CellStateEnv(gym.Env):
             raise RuntimeError("Call reset() before step().")
         s = self._state
         action = np.asarray(action, dtype=np.float64).reshape(1, -1)
-        push = self.dynamics.push(s["z"], action, s.get("goal"), steps_left=self.dynamics.steps_left(s["t"]))
-        moved = self.dynamics.move(s["z"], push, self.np_random)
+        moved, push = self.dynamics.advance(s["z"], action, self.np_random, s.get("goal"),
+                                            steps_left=self.dynamics.steps_left(s["t"]))
         reward = float(self.dynamics.reward(s["z"], moved, s["y"], push)[0])
         s["z"] = moved
         s["t"] = s["t"] + 1

@@ -3,14 +3,14 @@
 Step: ``z' = z + dt * (-grad U(z)) + action_scale * p + noise_std * xi``, with the push ``p`` the
 action itself or, with guided actions, the action added to the guide's push (the push that cancels
 the drift and steps, at an even pace over the horizon, toward the start cell moved by the
-perturbation's shift hint); reward: progress
-toward the episode's OT-paired target cell minus an energy cost of the push. Holding this in one
-place keeps ``CellStateEnv`` and ``CellStateVectorEnv`` bit-identical for the same seed.
+perturbation's shift hint); reward: progress toward the episode's OT-paired target cell minus an
+energy cost of the push. Holding this in one place keeps ``CellStateEnv``, ``CellStateVectorEnv``
+and evaluation rollouts bit-identical for the same seed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from envs.dataset import PreparedDataset
 from envs.pairing import stratified_ot_pairs
 from envs.perturbation_features import ShiftHints
 
-__all__ = ["DynamicsConfig", "CellStateDynamics"]
+__all__ = ["DynamicsConfig", "CellStateDynamics", "DYNAMICS_KEYS"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,10 @@ class DynamicsConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
         if self.dt is not None and self.dt < 0:
             raise ValueError(f"dt must be >= 0 (or None for the stable default), got {self.dt}.")
+
+
+#: Env options that set the dynamics (``DynamicsConfig`` fields): the keys of a run's ``env_config`` they read.
+DYNAMICS_KEYS = tuple(f.name for f in fields(DynamicsConfig))
 
 
 class CellStateDynamics:
@@ -128,9 +132,10 @@ class CellStateDynamics:
             start[i], target[i] = int(pairs[row, 0]), int(pairs[row, 1])
         return perturbation, start, target
 
-    def steer(self, z: np.ndarray, point: np.ndarray) -> np.ndarray:
-        """The push that cancels the drift at ``z`` and steps toward ``point``, clipped to the action box."""
-        need = point - z - self.dt * self.dataset.landscape.drift(z)
+    def steer(self, z: np.ndarray, point: np.ndarray, drift: np.ndarray | None = None) -> np.ndarray:
+        """The push that cancels the drift at ``z`` (``drift``, when already evaluated) and steps toward ``point``, clipped to the action box."""
+        drift = self.dataset.landscape.drift(z) if drift is None else drift
+        need = point - z - self.dt * drift
         return np.clip(need / self.config.action_scale, -1.0, 1.0)
 
     def steps_left(self, t: np.ndarray) -> np.ndarray:
@@ -151,7 +156,8 @@ class CellStateDynamics:
         return obs[:, :d].astype(np.float64) + obs[:, -1 - d : -1].astype(np.float64)
 
     def push(self, z: np.ndarray, action: np.ndarray, goal: np.ndarray | None = None, *,
-             steps_left: np.ndarray | float = 1.0, guided: bool | None = None) -> np.ndarray:
+             steps_left: np.ndarray | float = 1.0, guided: bool | None = None,
+             drift: np.ndarray | None = None) -> np.ndarray:
         """The push an action makes at ``z``: the action, or with guided actions, the guide's push plus it, clipped to the box.
 
         A guided action lies in ``[-2, 2]`` (so it can undo any guide's push), a plain one in ``[-1, 1]``.
@@ -169,15 +175,26 @@ class CellStateDynamics:
         # an even pace, not the whole way at once: the guide rarely fills the action box, so the
         # policy's correction is rarely clipped away (and the path is a straight line, not a jump)
         share = 1.0 / np.maximum(np.asarray(steps_left, dtype=np.float64), 1.0).reshape(-1, 1)
-        return np.clip(self.steer(z, z + share * (goal - z)) + action, -1.0, 1.0)
+        return np.clip(self.steer(z, z + share * (goal - z), drift) + action, -1.0, 1.0)
 
-    def move(self, z: np.ndarray, push: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def move(self, z: np.ndarray, push: np.ndarray, rng: np.random.Generator,
+             drift: np.ndarray | None = None) -> np.ndarray:
         """One step of pushed, noisy downhill motion (``push`` as :meth:`push` makes it), clipped to the observation box."""
         push = np.clip(push, -1.0, 1.0)
-        drift = self.dataset.landscape.drift(z)
+        drift = self.dataset.landscape.drift(z) if drift is None else drift
         noise = rng.normal(size=z.shape) * self.config.noise_std
         moved = z + self.dt * drift + self.config.action_scale * push + noise
         return np.clip(moved, -self.bound, self.bound)
+
+    def advance(self, z: np.ndarray, action: np.ndarray, rng: np.random.Generator, goal: np.ndarray | None = None, *,
+                steps_left: np.ndarray | float = 1.0, guided: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One step of an action from ``z``: (the moved cells, the push made); :meth:`push` then :meth:`move`.
+
+        The drift, the costly part, is evaluated once for both.
+        """
+        drift = self.dataset.landscape.drift(z)
+        push = self.push(z, action, goal, steps_left=steps_left, guided=guided, drift=drift)
+        return self.move(z, push, rng, drift), push
 
     def reward(self, z: np.ndarray, moved: np.ndarray, target: np.ndarray, push: np.ndarray) -> np.ndarray:
         """Distance progress toward the paired target minus mean squared push times the cost."""

@@ -76,8 +76,8 @@ class CellStateVectorEnv(VectorEnv):
     def step(self, actions):
         actions = np.asarray(actions, dtype=np.float64).reshape(self.num_envs, -1)
         restarting = self._needs_reset.copy()
-        pushes = self.dynamics.push(self._z, actions, self._goal, steps_left=self.dynamics.steps_left(self._t))
-        moved = self.dynamics.move(self._z, pushes, self._rng)
+        moved, pushes = self.dynamics.advance(self._z, actions, self._rng, self._goal,
+                                              steps_left=self.dynamics.steps_left(self._t))
         rewards = self.dynamics.reward(self._z, moved, self._y, pushes)
         self._z = moved
         self._t += 1.0

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from envs.dataset import PreparedDataset
-from envs.dynamics import CellStateDynamics, DynamicsConfig
+from envs.dynamics import DYNAMICS_KEYS, CellStateDynamics, DynamicsConfig
 
 __all__ = [
     "Prediction",
@@ -295,7 +295,7 @@ def rollout(
         else:
             obs = dyn.observe_features(z, z0, features, np.full(n, t))
             action = np.asarray(action_fn(obs), dtype=np.float64)
-        z = dyn.move(z, dyn.push(z, action, goal, steps_left=dyn.steps_left(np.full(n, t)), guided=guided), rng)
+        z, _ = dyn.advance(z, action, rng, goal, steps_left=dyn.steps_left(np.full(n, t)), guided=guided)
         path.append(z.copy())
     latent_path = np.stack(path, axis=1)  # cells x steps x d
     X0 = context.start_expression(perturbation)
@@ -336,6 +336,5 @@ BASELINES: dict[str, Predictor] = {
 def make_dynamics(dataset: PreparedDataset, env_config: dict | None = None) -> CellStateDynamics:
     """Dynamics with the env settings of ``env_config`` (keys as the env's arguments)."""
     env_config = env_config or {}
-    keys = ("horizon", "dt", "action_scale", "noise_std", "action_cost", "shift_hint", "guided")
-    config = DynamicsConfig(**{k: env_config[k] for k in keys if k in env_config})
+    config = DynamicsConfig(**{k: env_config[k] for k in DYNAMICS_KEYS if k in env_config})
     return CellStateDynamics(dataset, config)

@@ -17,10 +17,11 @@ def oracle_return(dataset, env_config: dict[str, Any] | None = None, *, episodes
     """
     from envs.cell_state_env import CellStateEnv
     from envs.controllers import rollout_returns, toward_target
+    from envs.dynamics import DYNAMICS_KEYS
 
-    keys = ("horizon", "dt", "action_scale", "noise_std", "action_cost")
     # the same reward whether or not actions are guided; unguided, the oracle's push is never clipped twice
-    env = CellStateEnv(dataset, guided=False, **{k: v for k, v in (env_config or {}).items() if k in keys})
+    options = {k: v for k, v in (env_config or {}).items() if k in DYNAMICS_KEYS and k != "guided"}
+    env = CellStateEnv(dataset, guided=False, **options)
     returns, _, _ = rollout_returns(env, toward_target(env), episodes=episodes, seed=seed)
     return float(np.mean(returns))
 
@@ -32,11 +33,11 @@ def policy_return(dataset, act, env_config: dict[str, Any] | None = None, *, epi
     What the policy predicts with (no exploration noise), on ``episodes`` episodes run as one
     batch; comparable with :func:`oracle_return`.
     """
+    from envs.dynamics import DYNAMICS_KEYS
     from envs.vector_env import CellStateVectorEnv
 
-    keys = ("horizon", "dt", "action_scale", "noise_std", "action_cost", "shift_hint", "guided")
     env = CellStateVectorEnv(episodes, stagger=False, data=dataset,
-                             **{k: v for k, v in (env_config or {}).items() if k in keys})
+                             **{k: v for k, v in (env_config or {}).items() if k in DYNAMICS_KEYS})
     obs, _ = env.reset(seed=seed)
     total = np.zeros(episodes)
     for _ in range(env.dynamics.config.horizon):
