@@ -341,3 +341,11 @@ def test_runs_with_different_gene_panels_share_their_common_genes(synthetic):
     wide = pred[(pred.obs["run"] == "wide") & (pred.obs["kind"] == "start")]
     np.testing.assert_allclose(wide.X, ds.expression[:, keep][np.flatnonzero(
         np.isin(np.asarray(ds.obs_names), wide.obs["source_cell"]))].toarray(), atol=1e-6)
+
+
+def test_cli_method_choices_are_the_methods_predict_knows():
+    """The CLI keeps its own copy (``--help`` stays light): it must list exactly what predict_run accepts."""
+    from experiments.cli.predict import METHOD_CHOICES
+    from experiments.prediction.runs import METHODS
+
+    assert METHOD_CHOICES == METHODS
