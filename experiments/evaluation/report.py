@@ -3,7 +3,8 @@
 Input rows are those of ``metrics.json`` (one per method x split x metric x seed). For each
 split a table has one row per method and one column per metric: ``mean ± half-width`` of the 95%
 t-interval over seeds (``t_{0.975, n-1} * sd / sqrt(n)``; "n=1" when a single seed). The best
-mean per column is **bold** (highest for Pearson, lowest for MSE and distances). Below each table:
+mean per column is **bold** (highest for Pearson, lowest for MSE and distances; rows that read the
+held-out answer, ``READS_ANSWER``, are never bold). Below each table:
 how TRPO -> PPO compares with the train-mean baseline (paired over seeds, stated plainly whatever
 the sign), and the ablation random-init PPO vs TRPO-init PPO at equal env steps.
 """
@@ -17,11 +18,14 @@ import numpy as np
 
 from experiments.evaluation.evaluate import COMPARISON_ONLY, HIGHER_IS_BETTER, METRICS
 
-__all__ = ["CONVENTIONS", "summarize", "paired_difference", "render_tables", "render_report", "METHOD_ORDER"]
+__all__ = ["CONVENTIONS", "READS_ANSWER", "summarize", "paired_difference", "render_tables", "render_report", "METHOD_ORDER"]
 
 METHOD_ORDER = ("control-mean", "train-mean", "perturbation-mean", "ridge", "ridge + self-effect", "drift (a=0)",
-                "hint-controller", "latent-ceiling", "oracle-controller", "PPO-only", "TRPO-only", "stage-1 PPO",
+                "hint-controller", "latent-ceiling", "oracle-controller", "heldout-ceiling", "PPO-only", "TRPO-only", "stage-1 PPO",
                 "TRPO->PPO")
+
+#: Rows that read the held-out answer: bounds to read methods against, never "best" in a column.
+READS_ANSWER = ("heldout-ceiling",)
 
 CONVENTIONS = {
     "delta": "mean(pred) - mean(start controls) vs mean(observed test cells) - mean(start controls), log-normalized HVGs",
@@ -30,7 +34,9 @@ CONVENTIONS = {
                       "of the perturbation's observed cells",
     "references": "latent-ceiling: start cells moved onto their OT-paired training cells, decoded like a policy; "
                   "oracle-controller: the scripted steering rule through the env dynamics; both omitted where the "
-                  "start cells' covariate combination has no training cells of the perturbation",
+                  "start cells' covariate combination has no training cells of the perturbation; heldout-ceiling: "
+                  "start cells moved onto their OT partners among the observed held-out cells (reads the answer: "
+                  "a bound on what the representation can express, never bold, never a method)",
     "top20": "20 genes with the largest observed |delta| (chosen from observed data only)",
     "top100": "the same with 100 genes (all genes when fewer), as scPerturBench reports delta Pearson",
     "r2_mean": "scGen's R^2: squared Pearson of per-gene mean expression, predicted vs observed (not deltas)",
@@ -103,7 +109,8 @@ def _table(rows, split: str, metrics: Sequence[str], stats) -> str:
     lines = [header, "|---|" + "---|" * len(metrics)]
     best = {}
     for m in metrics:
-        means = {meth: stats[(split, meth, m)]["mean"] for meth in methods if (split, meth, m) in stats}
+        means = {meth: stats[(split, meth, m)]["mean"] for meth in methods
+                 if (split, meth, m) in stats and meth not in READS_ANSWER}
         if means and m not in COMPARISON_ONLY:
             pick = max if HIGHER_IS_BETTER[m] else min
             target = pick(means.values())
@@ -132,6 +139,8 @@ def _verdicts(rows, split: str) -> list[str]:
                         ("TRPO->PPO", "latent-ceiling", "Control gap: TRPO -> PPO vs latent-ceiling (what learning "
                          "leaves on the table)"),
                         ("TRPO->PPO", "oracle-controller", "TRPO -> PPO vs the scripted oracle controller"),
+                        ("TRPO->PPO", "heldout-ceiling", "Room left in this representation: TRPO -> PPO vs "
+                         "heldout-ceiling (the held-out answer itself, moved into the latent space)"),
                         ("TRPO->PPO", "PPO-only", "Ablation: TRPO-init PPO vs random-init PPO at equal env steps")):
         if a not in present or b not in present:
             continue
@@ -179,7 +188,7 @@ def render_report(
         out += ["Command:", "", "```", command, "```", ""]
     out += [f"Seeds: {seeds} (n = {len(seeds)}). Cells: mean ± 95% CI half-width over seeds of the per-seed mean "
             "over evaluated perturbations; **bold** = best mean in the column (Pearson: highest; MSE, E-distance, "
-            "W2, DTW: lowest).", ""]
+            "W2, DTW: lowest), heldout-ceiling (it reads the answer) aside.", ""]
     for run in runs[:1]:
         info = [f"split: {run.get('split')}", f"evaluated perturbations: {', '.join(run.get('perturbations', []))}",
                 f"start control cells per seed: {run.get('n_start_cells')}", f"fixed PCA: {run.get('n_pcs')} PCs",
