@@ -1,10 +1,14 @@
-"""Reference returns on the synthetic CellState env: the yardsticks for a learned policy.
+"""Reference returns on the CellState env: the yardsticks for a learned policy.
 
-Landscape-aware steering to each cell's OT-paired target (upper reference), the same steering to
-the population mean (collapse), zero action and uniform random action; 200 episodes each.
-Prints a table and writes JSON.
+Landscape-aware steering to each cell's OT-paired target (the oracle), to a k-nearest-neighbour
+estimate of that target from the start cell alone (what a policy, which never observes its
+episode's target, can at best aim for; leave-one-out, several k), to the start cell moved by
+the perturbation's shift hint (the guide), to the population mean (collapse), zero action and
+uniform random action; plain (unguided) pushes, 200 episodes each, the same episode seeds for
+every controller. Prints a table with each return as a share of the oracle's and writes JSON.
 
     python benchmarks/scripted_controllers.py --out benchmarks/results/scripted_controllers.json
+    python benchmarks/scripted_controllers.py --data runs/train-x/dataset   # a run's prepared dataset
 """
 
 from __future__ import annotations
@@ -16,31 +20,52 @@ from pathlib import Path
 import numpy as np
 
 import envs
-from envs.controllers import rollout_returns, toward_population_mean, toward_target, zero_action
+from envs.controllers import (
+    landscape_aware,
+    rollout_returns,
+    toward_population_mean,
+    toward_start_state_map,
+    toward_target,
+    zero_action,
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--episodes", type=int, default=200)
+    parser.add_argument("--data", default="synthetic", help="'synthetic' or a prepared dataset directory")
+    parser.add_argument("--neighbours", default="1,5,20,50", help="k values of the start-state map")
     parser.add_argument("--out", default="benchmarks/results/scripted_controllers.json")
     args = parser.parse_args()
-    env = envs.make_cell_state_env({"data": "synthetic", "guided": False})  # plain pushes: zero is doing nothing
+    data = args.data if args.data == "synthetic" else envs.load_dataset(args.data)
+    env = envs.make_cell_state_env({"data": data, "guided": False})  # plain pushes: zero is doing nothing
     rng = np.random.default_rng(0)
-    controllers = {
-        "landscape-aware to OT target": toward_target(env),
+    controllers = {"landscape-aware to OT target (oracle)": toward_target(env)}
+    for k in (int(v) for v in args.neighbours.split(",")):
+        controllers[f"landscape-aware to start-state map, k={k}"] = toward_start_state_map(env, k)
+    if env.dynamics.hints is not None:
+        latent = env.dataset.latent.astype(np.float64)
+        hints = env.dynamics.hints
+        controllers["landscape-aware to start + shift hint (guide)"] = landscape_aware(
+            env, lambda info: latent[info["start_cell"]] + hints(info["perturbation"]))
+    controllers.update({
         "landscape-aware to population mean (collapse)": toward_population_mean(env),
         "zero action": zero_action(env),
         "random action": lambda obs, info: rng.uniform(-1, 1, env.dynamics.n_latent),
-    }
+    })
     results = {}
-    print(f"{'controller':<48}{'mean return':>12}{'std':>8}")
+    print(f"{'controller':<52}{'mean return':>12}{'std':>8}{'x oracle':>10}")
+    oracle = None
     for name, controller in controllers.items():
         returns, _, _ = rollout_returns(env, controller, episodes=args.episodes)
-        results[name] = {"mean_return": float(returns.mean()), "std_return": float(returns.std())}
-        print(f"{name:<48}{returns.mean():>12.3f}{returns.std():>8.3f}")
+        oracle = returns.mean() if oracle is None else oracle
+        share = returns.mean() / oracle
+        results[name] = {"mean_return": float(returns.mean()), "std_return": float(returns.std()),
+                         "share_of_oracle": float(share)}
+        print(f"{name:<52}{returns.mean():>12.3f}{returns.std():>8.3f}{share:>10.3f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    out.write_text(json.dumps({"data": args.data, "episodes": args.episodes, "controllers": results}, indent=2))
     print(f"wrote {out}")
 
 

@@ -2,7 +2,9 @@
 
 ``landscape_aware`` knows the landscape drift and steers each cell to a chosen point, cancelling
 the drift; pointed at the episode's OT-paired target it is the env's practical upper reference,
-pointed at the perturbed population's mean it is the collapse strategy the reward must not favour.
+pointed at the perturbed population's mean it is the collapse strategy the reward must not favour,
+pointed at a k-nearest-neighbour estimate of the target from the start cell alone it is what a
+policy (which never observes its episode's target) can at best aim for.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import numpy as np
 from envs.cell_state_env import CellStateEnv
 from envs.dynamics import CellStateDynamics
 
-__all__ = ["Controller", "steering_action", "landscape_aware", "toward_target", "toward_population_mean", "zero_action", "rollout_returns"]
+__all__ = ["Controller", "steering_action", "landscape_aware", "toward_target", "toward_population_mean",
+           "toward_start_state_map", "zero_action", "rollout_returns"]
 
 Controller = Callable[[np.ndarray, dict[str, Any]], np.ndarray]
 
@@ -55,6 +58,37 @@ def toward_population_mean(env: CellStateEnv) -> Controller:
     dataset = env.dataset
     means = {name: dataset.latent[dataset.cell_indices(name)].mean(axis=0) for name in env.dynamics.perturbations}
     return landscape_aware(env, lambda info: means[info["perturbation"]])
+
+
+def toward_start_state_map(env: CellStateEnv, k: int = 20) -> Controller:
+    """Steer every cell to the mean OT target of the ``k`` training start cells nearest its own (itself left out).
+
+    A policy observes its start cell but never which of the start's OT partners its episode
+    drew: the target it can aim for is a function of the start state. This controller aims at
+    a k-nearest-neighbour estimate of that function, fitted per perturbation on the OT pairs of
+    the *other* start cells (leaving a cell's own partners out, so it cannot read its answer):
+    its return, as a share of :func:`toward_target`'s, estimates how much of the oracle's return
+    any policy can reach.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}.")
+    latent = env.dataset.latent.astype(np.float64)
+    estimates: dict[tuple[str, int], np.ndarray] = {}
+    for name, pairs in zip(env.dynamics.perturbations, env.dynamics.pairs):
+        starts, targets, weights = pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64), pairs[:, 2]
+        cells, row_of = np.unique(starts, return_inverse=True)
+        # each start's weighted mean partner: what the OT plan sends it to on average
+        total = np.bincount(row_of, weights=weights)
+        mean_target = np.stack([np.bincount(row_of, weights=weights * latent[targets, j]) for j in
+                                range(latent.shape[1])], axis=1) / total[:, None]
+        n_neighbours = min(k + 1, len(cells))
+        _, index = NearestNeighbors(n_neighbors=n_neighbours).fit(latent[cells]).kneighbors(latent[cells])
+        for row, neighbours in enumerate(index):
+            others = neighbours[neighbours != row][: n_neighbours - 1]
+            estimates[(name, int(cells[row]))] = mean_target[others].mean(axis=0) if len(others) else mean_target[row]
+    return landscape_aware(env, lambda info: estimates[(info["perturbation"], info["start_cell"])])
 
 
 def zero_action(env: CellStateEnv) -> Controller:

@@ -11,7 +11,14 @@ from gymnasium.utils.env_checker import check_env
 
 import envs
 from envs import ENV_ID, load_dataset
-from envs.controllers import rollout_returns, toward_population_mean, toward_target, zero_action
+from envs.controllers import (
+    landscape_aware,
+    rollout_returns,
+    toward_population_mean,
+    toward_start_state_map,
+    toward_target,
+    zero_action,
+)
 
 
 def test_make_with_defaults_passes_check_env():
@@ -115,6 +122,30 @@ def test_landscape_aware_controller_beats_doing_nothing_random_and_collapse(synt
         control_sim = dataset.latent_space.decode(dataset.latent[dataset.cell_indices(dataset.control_value)]).mean(0)
         true_delta = np.asarray(truth[name]["expression_mean"])[rows] - control_true
         assert np.corrcoef(simulated - control_sim, true_delta)[0, 1] > 0.8, name
+
+
+def test_a_start_state_map_lies_between_the_guide_and_the_oracle_and_never_reads_its_own_target(synthetic_dataset):
+    """What a policy that never sees its target can aim for: more than the mean shift, less than the oracle."""
+    env = envs.make_cell_state_env({"data": synthetic_dataset, "guided": False})
+    latent = env.dataset.latent.astype(np.float64)
+    hints = env.dynamics.hints
+
+    def mean_return(controller):
+        return rollout_returns(env, controller, episodes=80, seed=2000)[0].mean()
+
+    oracle = mean_return(toward_target(env))
+    mapped = mean_return(toward_start_state_map(env, k=20))
+    guide = mean_return(landscape_aware(env, lambda info: latent[info["start_cell"]] + hints(info["perturbation"])))
+    # the synthetic truth's response depends on the cell's state: a map of the start state beats one mean shift
+    assert guide + 0.3 < mapped < oracle - 0.2
+    # leave-one-out: with one neighbour, a start cell aims at another start's partner, never at its own
+    controller = toward_start_state_map(env, k=1)
+    obs, info = env.reset(seed=3)
+    z = obs[None, : env.dynamics.n_latent].astype(np.float64)
+    own = env.dynamics.steer(z, info["target"][None, :].astype(np.float64))[0]
+    assert not np.allclose(controller(obs, info), own)
+    with pytest.raises(ValueError, match="k must be"):
+        toward_start_state_map(env, k=0)
 
 
 def test_unseen_perturbation_is_expressible_by_its_gene_direction():
