@@ -18,7 +18,8 @@ and the row is omitted there: landing on other cell types' cells would be no cei
   it is a bound, never a method: what this latent space and decoding can express of the held-out
   response at all. It exists in every split (unseen perturbations and held-out groups included),
   so the gap perturbation-mean (or train-mean) -> heldout-ceiling says whether a target is out
-  of the representation's reach before any policy is trained.
+  of the representation's reach before any policy is trained. It is not the maximum of every
+  metric: a prediction may edge past it on a delta Pearson, which does not ask for the right cells.
 """
 
 from __future__ import annotations

@@ -1,0 +1,32 @@
+"""The data options the accuracy benchmarks share, spelled as ``waddington evaluate`` spells them."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def split_list(text: str | None) -> list[str]:
+    """``"A,B"`` -> ``["A", "B"]`` (empty for ``None`` or ``""``)."""
+    return [v for v in (text or "").split(",") if v]
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--data``, ``--perturbation-key``, ``--control-value``, ``--ignore``, ``--split``, ``--holdout``, ``--group-key``."""
+    parser.add_argument("--data", default="synthetic")
+    parser.add_argument("--perturbation-key")
+    parser.add_argument("--control-value")
+    parser.add_argument("--ignore", default="", help="labels to drop first (A,B)")
+    parser.add_argument("--split", default="cells", choices=("cells", "perturbations", "group"))
+    parser.add_argument("--holdout", default="", help="held-out perturbations (A,B) or group value")
+    parser.add_argument("--group-key")
+
+
+def prepare_from_arguments(args: argparse.Namespace, **options: Any):
+    """The dataset ``waddington evaluate`` would prepare from these options (``options``: more ``prepare_dataset`` keywords)."""
+    import envs
+
+    holdout = [args.holdout] if args.split == "group" else split_list(args.holdout)
+    return envs.prepare_dataset(args.data, perturbation_key=args.perturbation_key, control_value=args.control_value,
+                                split=args.split, holdout=holdout, group_key=args.group_key,
+                                ignore_values=split_list(args.ignore), **options)
