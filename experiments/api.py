@@ -294,6 +294,7 @@ def evaluate(
     max_start_cells: int = 1000,
     per_perturbation: bool = False,
     trial: str | None = None,
+    references: bool = False,
 ) -> list[dict[str, Any]]:
     """Score methods on the held-out part of a dataset's split, in gene space (as ``waddington evaluate``).
 
@@ -309,6 +310,10 @@ def evaluate(
         Seed of the start-cell subsample, noise and metric subsamples; start cells at most.
     per_perturbation
         Return one row per method x perturbation x metric instead of the means.
+    references
+        Also score the reference rows (``latent-ceiling``, ``oracle-controller`` and
+        ``heldout-ceiling``, :mod:`experiments.evaluation.references`) where they exist; off by
+        default, so the rows are the methods asked for.
 
     Returns
     -------
@@ -339,5 +344,5 @@ def evaluate(
             raise PredictionError(f"Unknown method {name!r}; choose from {list(METHODS)}.")
         predictors[name] = policy_predictor(run.policy(name)) if name in POLICY_METHODS else baselines[name]
     result = evaluate_dataset(run.dataset, predictors, seed=seed, env_config=run.env_config,
-                              max_start_cells=max_start_cells, keep_examples=0)
+                              max_start_cells=max_start_cells, keep_examples=0, references=references)
     return result.per_perturbation if per_perturbation else result.rows

@@ -245,6 +245,9 @@ def test_baseline_methods_and_the_python_api(synthetic, tmp_path):
     assert {"delta_pearson_all", "e_distance"} <= {r["metric"] for r in rows}
     baseline_rows = api.evaluate(synthetic["dataset"], max_start_cells=100)
     assert {r["method"] for r in baseline_rows} == {"control-mean", "train-mean", "ridge", "drift"}
+    # the reference rows on request: here (unseen perturbations) only the held-out bound exists
+    bounded = api.evaluate(synthetic["dataset"], methods=["train-mean"], max_start_cells=100, references=True)
+    assert {r["method"] for r in bounded} == {"train-mean", "heldout-ceiling"}
 
 
 EXPRESSIBLE = "Expressible perturbations of this run: ['G006', 'G023', 'G034']; or a knockdown of any of the 60 genes"
