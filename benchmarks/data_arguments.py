@@ -12,7 +12,8 @@ def split_list(text: str | None) -> list[str]:
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--data``, ``--perturbation-key``, ``--control-value``, ``--ignore``, ``--split``, ``--holdout``, ``--group-key``."""
+    """Add the data options: ``--data``, ``--perturbation-key``, ``--control-value``, ``--ignore``,
+    ``--split``, ``--holdout`` and ``--group-key``."""
     parser.add_argument("--data", default="synthetic")
     parser.add_argument("--perturbation-key")
     parser.add_argument("--control-value")
@@ -23,7 +24,10 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def prepare_from_arguments(args: argparse.Namespace, **options: Any):
-    """The dataset ``waddington evaluate`` would prepare from these options (``options``: more ``prepare_dataset`` keywords)."""
+    """The dataset ``waddington evaluate`` would prepare from these options.
+
+    ``options`` are more :func:`envs.prepare_dataset` keywords (``n_latent``, ``seed``, ...).
+    """
     import envs
 
     holdout = [args.holdout] if args.split == "group" else split_list(args.holdout)

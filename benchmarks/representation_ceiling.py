@@ -56,7 +56,8 @@ def main() -> None:
                 continue  # the row does not exist in this split (e.g. perturbation-mean of an unseen one)
             results.append({"n_latent": n_latent, "latent_dims": dataset.n_latent, "method": method,
                              **{m: values[m] for m in METRICS}})
-            print(f"{n_latent:>8}{dataset.n_latent:>12}  {method:<22}" + "".join(f"{values[m]:>22.3f}" for m in METRICS))
+            cells = "".join(f"{values[m]:>22.3f}" for m in METRICS)
+            print(f"{n_latent:>8}{dataset.n_latent:>12}  {method:<22}{cells}")
         print(f"{'':>8}(prepared and scored in {time.perf_counter() - started:.0f} s)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -87,7 +87,8 @@ def toward_start_state_map(env: CellStateEnv, k: int = 20) -> Controller:
         _, index = NearestNeighbors(n_neighbors=n_neighbours).fit(latent[cells]).kneighbors(latent[cells])
         for row, neighbours in enumerate(index):
             others = neighbours[neighbours != row][: n_neighbours - 1]
-            estimates[(name, int(cells[row]))] = mean_target[others].mean(axis=0) if len(others) else mean_target[row]
+            chosen = others if len(others) else [row]  # a perturbation paired with one start cell: its own
+            estimates[(name, int(cells[row]))] = mean_target[chosen].mean(axis=0)
     return landscape_aware(env, lambda info: estimates[(info["perturbation"], info["start_cell"])])
 
 

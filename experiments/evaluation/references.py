@@ -88,7 +88,7 @@ def latent_ceiling(context: EvalContext, perturbation: str, rng: np.random.Gener
 
 
 def heldout_ceiling(context: EvalContext, perturbation: str, rng: np.random.Generator) -> Prediction:
-    """Start cells moved exactly onto their OT partners among the observed held-out cells (reads the answer: a bound)."""
+    """Start cells moved exactly onto their OT partners among the observed held-out cells (it reads the answer)."""
     return _moved_onto(context, perturbation, paired_targets(context, perturbation, "test"))
 
 

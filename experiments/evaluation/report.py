@@ -18,11 +18,12 @@ import numpy as np
 
 from experiments.evaluation.evaluate import COMPARISON_ONLY, HIGHER_IS_BETTER, METRICS
 
-__all__ = ["CONVENTIONS", "READS_ANSWER", "summarize", "paired_difference", "render_tables", "render_report", "METHOD_ORDER"]
+__all__ = ["CONVENTIONS", "READS_ANSWER", "summarize", "paired_difference", "render_tables", "render_report",
+           "METHOD_ORDER"]
 
 METHOD_ORDER = ("control-mean", "train-mean", "perturbation-mean", "ridge", "ridge + self-effect", "drift (a=0)",
-                "hint-controller", "latent-ceiling", "oracle-controller", "heldout-ceiling", "PPO-only", "TRPO-only", "stage-1 PPO",
-                "TRPO->PPO")
+                "hint-controller", "latent-ceiling", "oracle-controller", "heldout-ceiling", "PPO-only", "TRPO-only",
+                "stage-1 PPO", "TRPO->PPO")
 
 #: Rows that read the held-out answer: bounds to read methods against, never "best" in a column.
 READS_ANSWER = ("heldout-ceiling",)
