@@ -80,3 +80,21 @@ def tiny_counts_adata(n_per_group: int = 30, n_genes: int = 40, groups=("ctrl", 
     obs = pd.DataFrame({"perturbation": labels}, index=[f"c{i}" for i in range(len(labels))])
     var = pd.DataFrame(index=[f"g{i}" for i in range(n_genes)])
     return ad.AnnData(X=np.vstack(blocks).astype(np.float32), obs=obs, var=var)
+
+
+def tiny_two_type_adata():
+    """:func:`tiny_counts_adata` with 3 perturbations (A, B, C) and a ``cell_type`` column (T, B alternating)."""
+    import numpy as np
+
+    adata = tiny_counts_adata(n_per_group=60, n_genes=40, groups=("ctrl", "A", "B", "C"), seed=1)
+    adata.obs["cell_type"] = np.where(np.arange(adata.n_obs) % 2 == 0, "T", "B")
+    return adata
+
+
+def tiny_prepared(split: str = "cells", holdout=(), group_key: str | None = None):
+    """:func:`tiny_two_type_adata` prepared (4 cell PCs, its expression kept): seconds."""
+    import envs
+
+    return envs.prepare_dataset(tiny_two_type_adata(), perturbation_key="perturbation", control_value="ctrl",
+                                split=split, holdout=list(holdout), group_key=group_key, n_latent=4, n_top_genes=40,
+                                min_cells=10, seed=0)

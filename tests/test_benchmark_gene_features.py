@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from helpers import tiny_counts_adata
+from helpers import tiny_prepared
 
 
 def _tiny_heldout_dataset():
-    import envs
-
-    adata = tiny_counts_adata(n_per_group=60, n_genes=40, groups=("ctrl", "A", "B", "C"), seed=1)
-    return envs.prepare_dataset(adata, perturbation_key="perturbation", control_value="ctrl",
-                                split="perturbations", holdout=["B"], n_latent=4, n_top_genes=40, min_cells=10,
-                                seed=0)
+    return tiny_prepared("perturbations", ["B"])
 
 
 def test_co_expression_is_read_from_training_controls_only():

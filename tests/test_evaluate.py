@@ -8,7 +8,7 @@ import functools
 import numpy as np
 import pytest
 
-from helpers import tiny_counts_adata
+from helpers import tiny_prepared
 
 DELTA_METRICS = ("delta_pearson_all", "delta_pearson_top20", "delta_mse_all", "delta_mse_top20")
 
@@ -24,13 +24,7 @@ def _zero_policy(obs: np.ndarray) -> np.ndarray:
 @functools.lru_cache(maxsize=None)
 def _tiny(split: str = "cells", holdout: tuple = (), group: bool = False):
     """A tiny real-count dataset (3 perturbations, 2 groups), prepared with its expression."""
-    import envs
-
-    adata = tiny_counts_adata(n_per_group=60, n_genes=40, groups=("ctrl", "A", "B", "C"), seed=1)
-    adata.obs["cell_type"] = np.where(np.arange(adata.n_obs) % 2 == 0, "T", "B")
-    return envs.prepare_dataset(adata, perturbation_key="perturbation", control_value="ctrl", split=split,
-                                holdout=list(holdout), group_key="cell_type" if group else None, n_latent=4,
-                                n_top_genes=40, min_cells=10, seed=0)
+    return tiny_prepared(split, holdout, "cell_type" if group else None)
 
 
 def test_do_nothing_policy_scores_exactly_like_control_mean(synthetic_dataset):

@@ -9,13 +9,12 @@ import subprocess
 import numpy as np
 import pytest
 
-from helpers import REPO, WADDINGTON, subprocess_env, tiny_counts_adata, tiny_settings
+from helpers import REPO, WADDINGTON, subprocess_env, tiny_settings, tiny_two_type_adata
 
 
 @pytest.fixture(scope="module")
 def tiny_h5ad(tmp_path_factory):
-    adata = tiny_counts_adata(n_per_group=60, n_genes=40, groups=("ctrl", "A", "B", "C"), seed=1)
-    adata.obs["cell_type"] = np.where(np.arange(adata.n_obs) % 2 == 0, "T", "B")
+    adata = tiny_two_type_adata()
     path = tmp_path_factory.mktemp("data") / "tiny.h5ad"
     adata.write_h5ad(path)
     return path

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from helpers import tiny_counts_adata
+from helpers import tiny_prepared
 
 
 def _prepared(split: str, holdout: list[str], group_key: str | None = None):
-    import envs
-
-    adata = tiny_counts_adata(n_per_group=60, n_genes=40, groups=("ctrl", "A", "B", "C"), seed=1)
-    adata.obs["cell_type"] = np.where(np.arange(adata.n_obs) % 2 == 0, "T", "B")
-    return envs.prepare_dataset(adata, perturbation_key="perturbation", control_value="ctrl", split=split,
-                                holdout=holdout, group_key=group_key, n_latent=4, n_top_genes=40, min_cells=10, seed=0)
+    return tiny_prepared(split, holdout, group_key)
 
 
 def _methods(result) -> set[str]:
