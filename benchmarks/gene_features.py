@@ -54,7 +54,7 @@ def ridge_on(features_of, alpha: float = 1.0):
     """A predictor: ridge from ``features_of(name)`` to the training gene-space deltas."""
     from sklearn.linear_model import Ridge
 
-    from experiments.evaluation.baselines import _shifted
+    from experiments.evaluation.baselines import shifted_by
 
     def predict(context, perturbation, rng):
         key = ("gene-features ridge", id(features_of), alpha)
@@ -62,14 +62,14 @@ def ridge_on(features_of, alpha: float = 1.0):
             names = sorted(context.train_delta)
             context.cache[key] = Ridge(alpha=alpha).fit(np.stack([features_of(n) for n in names]),
                                                         np.stack([context.train_delta[n] for n in names]))
-        return _shifted(context, perturbation, context.cache[key].predict(features_of(perturbation)[None, :])[0])
+        return shifted_by(context, perturbation, context.cache[key].predict(features_of(perturbation)[None, :])[0])
 
     return predict
 
 
 def methods_for(dataset) -> dict:
     """Report name -> predictor for every feature set and rule compared."""
-    from experiments.evaluation.baselines import BASELINES, _self_effect, _shifted
+    from experiments.evaluation.baselines import BASELINES, knockdown_self_effect, shifted_by
 
     slopes, correlations = co_expression(dataset)
     index = dataset.featurizer.gene_index
@@ -91,8 +91,8 @@ def methods_for(dataset) -> dict:
         delta = np.mean(np.stack(list(context.train_delta.values())), axis=0)
         gene = index.get(str(perturbation))
         if gene is not None and perturbation not in context.train_delta:
-            delta = delta + _self_effect(context) * slopes[:, gene]
-        return _shifted(context, perturbation, delta)
+            delta = delta + knockdown_self_effect(context) * slopes[:, gene]
+        return shifted_by(context, perturbation, delta)
 
     return {
         "train-mean": BASELINES["train-mean"],

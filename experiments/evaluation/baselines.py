@@ -52,6 +52,8 @@ __all__ = [
     "EvalContext",
     "Predictor",
     "latent_change_to_genes",
+    "shifted_by",
+    "knockdown_self_effect",
     "training_deltas",
     "control_mean",
     "train_mean",
@@ -177,7 +179,7 @@ def _mean_rows(expr, mask: np.ndarray) -> np.ndarray:
     return np.asarray(expr[np.flatnonzero(mask)].astype(np.float64).mean(axis=0)).ravel()
 
 
-def _shifted(context: EvalContext, perturbation: str, delta: np.ndarray) -> Prediction:
+def shifted_by(context: EvalContext, perturbation: str, delta: np.ndarray) -> Prediction:
     """Start cells + a constant gene-space delta, trajectory a straight line over the horizon."""
     X0 = context.start_expression(perturbation)
     steps = np.linspace(0.0, 1.0, context.horizon + 1)[:, None]
@@ -196,14 +198,14 @@ def control_mean(context: EvalContext, perturbation: str, rng: np.random.Generat
 def train_mean(context: EvalContext, perturbation: str, rng: np.random.Generator) -> Prediction:
     """Start cells + the mean of the training perturbations' gene-space deltas."""
     delta = np.mean(np.stack(list(context.train_delta.values())), axis=0)
-    return _shifted(context, perturbation, delta)
+    return shifted_by(context, perturbation, delta)
 
 
 def perturbation_mean(context: EvalContext, perturbation: str, rng: np.random.Generator) -> Prediction:
     """Start cells + this perturbation's own training delta (seen perturbations only)."""
     if perturbation not in context.train_delta:
         raise KeyError(f"perturbation-mean needs training cells of {perturbation!r}.")
-    return _shifted(context, perturbation, context.train_delta[perturbation])
+    return shifted_by(context, perturbation, context.train_delta[perturbation])
 
 
 def ridge(context: EvalContext, perturbation: str, rng: np.random.Generator, *, alpha: float = 1.0) -> Prediction:
@@ -213,7 +215,7 @@ def ridge(context: EvalContext, perturbation: str, rng: np.random.Generator, *, 
     (``dataset.featurizer``) -> gene-space training delta. With a single training perturbation it
     predicts that perturbation's delta (the intercept).
     """
-    return _shifted(context, perturbation, _ridge_delta(context, perturbation, alpha))
+    return shifted_by(context, perturbation, _ridge_delta(context, perturbation, alpha))
 
 
 def ridge_self_effect(context: EvalContext, perturbation: str, rng: np.random.Generator) -> Prediction:
@@ -230,11 +232,12 @@ def ridge_self_effect(context: EvalContext, perturbation: str, rng: np.random.Ge
     gene = context.dataset.featurizer.gene_index.get(str(perturbation))
     if gene is not None and perturbation not in context.train_delta:
         delta = delta.copy()
-        delta[gene] += _self_effect(context)
-    return _shifted(context, perturbation, delta)
+        delta[gene] += knockdown_self_effect(context)
+    return shifted_by(context, perturbation, delta)
 
 
-def _self_effect(context: EvalContext) -> float:
+def knockdown_self_effect(context: EvalContext) -> float:
+    """Mean over training panel knockdowns: their own gene's change minus the other perturbations' mean change of it."""
     if "self-effect" not in context.cache:
         index = context.dataset.featurizer.gene_index
         names = [n for n in sorted(context.train_delta) if n in index]
