@@ -225,6 +225,16 @@ def test_several_runs_and_a_start_group(synthetic, tmp_path, capsys):
     assert set(ds.covariates[rows]) == {"B"}
 
 
+def test_a_run_dir_given_relative_to_the_working_directory(synthetic, tmp_path, capsys, monkeypatch):
+    run = synthetic["run"]
+    copy = tmp_path / "copied-run"  # a copied run has no manifest paths to lean on: its checkpoints are found by scan
+    shutil.copytree(run, copy)
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = _predict(["--run", "copied-run", "-p", HELD_OUT, "--n-cells", 20, "-q", "-o", "pred.h5ad"], capsys)
+    assert rc == 0, err
+    assert (tmp_path / "pred.h5ad").is_file()
+
+
 def test_baseline_methods_and_the_python_api(synthetic, tmp_path):
     from experiments import api
 

@@ -260,7 +260,7 @@ def load_policy(checkpoint_dir: str | os.PathLike) -> Callable[[np.ndarray], np.
     from ray.rllib.core.columns import Columns
     from ray.rllib.core.rl_module.rl_module import RLModule
 
-    path = Path(checkpoint_dir)
+    path = Path(checkpoint_dir).expanduser().resolve()  # RLlib reads a relative path as a URI without a scheme and fails
     for candidate in (path / "algorithm" / MODULE_SUBPATH, path / MODULE_SUBPATH, path):
         if (candidate / "module_state.pkl").exists() or (candidate / "metadata.json").exists():
             path = candidate
