@@ -45,7 +45,7 @@ class CellStateEnv(gym.Env):
     | ``[2d, 2d + d)``                   | knockdown direction of the perturbed gene (unit)     | -1     | 1     |
     | ``2d + d``                         | 1 if the perturbation is a gene in the panel         | 0      | 1     |
     | next ``m``                         | one-hot id of non-gene training perturbations        | 0      | 1     |
-    | next ``d`` (with ``shift_hint``)   | ``z_0 + hint - z``: the way to the start cell moved by the perturbation's mean shift in the training data | -3 bound | 3 bound |
+    | next ``d`` (with ``shift_hint``)   | ``z_0 + hint - z``: the way to the start cell moved by the perturbation's shift in the training data (per cell: how its nearest paired control cells moved, ``state_hint_neighbours``) | -3 bound | 3 bound |
     | last                               | fraction of the horizon remaining                    | 0      | 1     |
 
     ## Transition
@@ -87,6 +87,7 @@ class CellStateEnv(gym.Env):
     | ``action_cost``    | ``0.05``       | weight of the action-energy cost                                |
     | ``shift_hint``     | ``None``       | observe the perturbation's mean shift (``envs.perturbation_features.ShiftHints``); ``None``: on for datasets prepared with it (all new ones) |
     | ``guided``         | ``None``       | actions correct the guide's push toward ``z_0 + hint``; ``None``: on for datasets prepared with it (all new ones); needs ``shift_hint`` |
+    | ``state_hint_neighbours`` | ``None`` | the hint of a cell is the mean OT displacement of this many neighbouring paired control cells (``envs.state_hints``); ``0``: the perturbation's mean shift for every cell; ``None``: 20 for datasets prepared with it (all new ones) |
     | ``seed``           | ``0``          | seed of data preparation (split, fits); episodes follow ``reset(seed=)`` |
     | ``dataset_options``| ``None``       | more keyword options for ``envs.prepare_dataset``               |
 
@@ -116,6 +117,7 @@ class CellStateEnv(gym.Env):
         action_cost: float = 0.05,
         shift_hint: bool | None = None,
         guided: bool | None = None,
+        state_hint_neighbours: int | None = None,
         seed: int = 0,
         dataset_options: dict[str, Any] | None = None,
         render_mode: str | None = None,
@@ -129,7 +131,8 @@ class CellStateEnv(gym.Env):
             **(dataset_options or {}),
         )
         config = DynamicsConfig(horizon=horizon, dt=dt, action_scale=action_scale, noise_std=noise_std,
-                                action_cost=action_cost, shift_hint=shift_hint, guided=guided)
+                                action_cost=action_cost, shift_hint=shift_hint, guided=guided,
+                                state_hint_neighbours=state_hint_neighbours)
         self.dynamics = CellStateDynamics(self.dataset, config, perturbation=perturbation, cells=cells)
         low, high = self.dynamics.observation_bounds()
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
@@ -141,7 +144,7 @@ class CellStateEnv(gym.Env):
 
     def _observation(self) -> np.ndarray:
         s = self._state
-        return self.dynamics.observe(s["z"], s["z0"], s["perturbation"], s["t"])[0]
+        return self.dynamics.observe_features(s["z"], s["z0"], s["features"], s["t"])[0]
 
     def _info(self) -> dict[str, Any]:
         s = self._state
@@ -165,9 +168,10 @@ class CellStateEnv(gym.Env):
             "z": z0.copy(),
             "y": latent[target],
             "t": np.zeros(1),
+            "features": self.dynamics.episode_features(perturbation, start),
         }
         if self.dynamics.guided:
-            self._state["goal"] = self.dynamics.goal(z0, self.dynamics.features[perturbation])
+            self._state["goal"] = self.dynamics.goal(z0, self._state["features"])
         return self._observation(), self._info()
 
     def step(self, action):

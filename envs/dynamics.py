@@ -17,6 +17,7 @@ import numpy as np
 from envs.dataset import PreparedDataset
 from envs.pairing import stratified_ot_pairs
 from envs.perturbation_features import ShiftHints
+from envs.state_hints import DEFAULT_NEIGHBOURS, StateHints
 
 __all__ = ["DynamicsConfig", "CellStateDynamics", "DYNAMICS_KEYS"]
 
@@ -32,6 +33,9 @@ class DynamicsConfig:
     action_cost: float = 0.05
     shift_hint: bool | None = None  # observe each perturbation's mean shift; None: as the dataset says
     guided: bool | None = None  # actions correct the guide's push toward start + hint; None: as the dataset says
+    # per-cell hints from this many neighbouring paired cells (envs.state_hints); 0: the perturbation's mean
+    # shift for every cell; None: as the dataset says (datasets prepared before them keep the mean shift)
+    state_hint_neighbours: int | None = None
 
     def validate(self) -> None:
         if self.horizon < 1:
@@ -39,6 +43,8 @@ class DynamicsConfig:
         for name in ("action_scale", "noise_std", "action_cost"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if self.state_hint_neighbours is not None and self.state_hint_neighbours < 0:
+            raise ValueError(f"state_hint_neighbours must be >= 0, got {self.state_hint_neighbours}.")
         if self.dt is not None and self.dt < 0:
             raise ValueError(f"dt must be >= 0 (or None for the stable default), got {self.dt}.")
 
@@ -94,6 +100,13 @@ class CellStateDynamics:
         self.perturbations = names
         self.features = np.stack([self.feature_of(name) for name in names]).astype(np.float32)
         self.pairs = [self._pairs_for(name, cells) for name in names]
+        neighbours = config.state_hint_neighbours
+        if neighbours is None:
+            neighbours = DEFAULT_NEIGHBOURS if dataset.meta.get("state_hints") else 0
+        self.state_hints = StateHints(dataset.latent, dataset.pairs, neighbours=neighbours) \
+            if hinted and neighbours > 0 else None
+        # episodes start at paired control cells: their hints are looked up, not searched for, at every reset
+        self._start_hints = [self._hints_of_starts(i) for i in range(len(names))] if self.state_hints else None
         self.obs_dim = 2 * self.n_latent + self.feature_dim + 1
 
     def _pairs_for(self, name: str, cells: str) -> np.ndarray:
@@ -105,6 +118,33 @@ class CellStateDynamics:
             targets = self.dataset.cell_indices(name, "all")
         return stratified_ot_pairs(self.dataset.latent, controls, targets, self.dataset.covariates,
                                    rng=np.random.default_rng(0))
+
+    def _hints_of_starts(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.unique(self.pairs[index][:, 0].astype(int))
+        hints = self.state_hints.at(self.perturbations[index], self.dataset.latent[rows],
+                                    self.features[index, -self.n_latent :])
+        return rows, hints.astype(np.float32)
+
+    def features_at(self, perturbation: str, starts: np.ndarray) -> np.ndarray:
+        """Feature rows (cells x ``feature_dim``) of cells starting at latent ``starts`` under any perturbation.
+
+        The hint part is per cell where :class:`envs.state_hints.StateHints` covers the perturbation.
+        """
+        starts = np.atleast_2d(starts)
+        features = np.repeat(self.feature_of(perturbation)[None, :], len(starts), axis=0).astype(np.float32)
+        if self.state_hints is not None:
+            features[:, -self.n_latent :] = self.state_hints.at(perturbation, starts, features[0, -self.n_latent :])
+        return features
+
+    def episode_features(self, perturbation: np.ndarray, start: np.ndarray) -> np.ndarray:
+        """Feature rows of episodes given as perturbation ids and start cell rows (from :meth:`sample_episodes`)."""
+        features = self.features[perturbation].copy()
+        if self._start_hints is not None:
+            for index in np.unique(perturbation):
+                mine = perturbation == index
+                rows, hints = self._start_hints[index]
+                features[mine, -self.n_latent :] = hints[np.searchsorted(rows, start[mine])]
+        return features
 
     def feature_of(self, perturbation: str) -> np.ndarray:
         """The features of any perturbation (seen or not), then its shift hint (observed as ``start + hint - z``)."""
@@ -202,12 +242,9 @@ class CellStateDynamics:
         energy = np.mean(np.square(np.clip(push, -1.0, 1.0)), axis=1)
         return progress - self.config.action_cost * energy
 
-    def observe(self, z: np.ndarray, start: np.ndarray, perturbation: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """Observations of cells at ``z`` that started at ``start``, under perturbation ids, at steps ``t``."""
-        return self.observe_features(z, start, self.features[perturbation], t)
-
     def observe_features(self, z: np.ndarray, start: np.ndarray, features: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """:meth:`observe` with the perturbation given by its feature rows (any perturbation, seen or not)."""
+        """Observations of cells at ``z`` that started at ``start``, at steps ``t``, under the perturbation
+        feature rows ``features`` (:meth:`episode_features`, :meth:`features_at`)."""
         remaining = 1.0 - np.asarray(t, dtype=np.float64) / self.config.horizon
         if self.hints is not None:
             # the hint is observed as the way still to go to start + hint: a policy reads a step off it directly

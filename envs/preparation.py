@@ -198,8 +198,9 @@ def prepare_dataset(
             "out_of_core": not isinstance(expression, sp.spmatrix), "n_latent": n_latent, "n_top_genes": n_top_genes,
             "ignore_values": list(ignore_values), "layer": layer, "test_fraction": test_fraction,
             # policies trained on this dataset observe ShiftHints (envs.perturbation_features) and
-            # correct the guide's push toward them (envs.dynamics); older datasets keep what their runs saw
-            "shift_hint": True, "guided_actions": True}
+            # correct the guide's push toward them (envs.dynamics), per cell from its neighbours' OT
+            # displacements (envs.state_hints); older datasets keep what their runs saw
+            "shift_hint": True, "guided_actions": True, "state_hints": True}
     return assemble_dataset(cells, control_value, space, latent, expression, truth=truth, meta=meta, **shared)
 
 

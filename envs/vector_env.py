@@ -47,6 +47,7 @@ class CellStateVectorEnv(VectorEnv):
         self._y = np.zeros((num_envs, d))
         self._goal = np.zeros((num_envs, d))
         self._perturbation = np.zeros(num_envs, dtype=np.int64)
+        self._features = np.zeros((num_envs, self.dynamics.feature_dim), dtype=np.float32)
         self._t = np.zeros(num_envs)
         self._needs_reset = np.zeros(num_envs, dtype=bool)
 
@@ -57,11 +58,12 @@ class CellStateVectorEnv(VectorEnv):
         self._z[index] = self._latent[start]
         self._y[index] = self._latent[target]
         self._t[index] = 0.0
+        self._features[index] = self.dynamics.episode_features(perturbation, start)
         if self.dynamics.guided:
-            self._goal[index] = self.dynamics.goal(self._z0[index], self.dynamics.features[perturbation])
+            self._goal[index] = self.dynamics.goal(self._z0[index], self._features[index])
 
     def _observe(self) -> np.ndarray:
-        return self.dynamics.observe(self._z, self._z0, self._perturbation, self._t)
+        return self.dynamics.observe_features(self._z, self._z0, self._features, self._t)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         if seed is not None:

@@ -45,7 +45,8 @@ def test_unseen_panel_gene_hint_is_regressed_from_its_loadings(synthetic_adata):
 
 
 def test_observation_carries_the_hint_only_for_datasets_prepared_with_it(synthetic_dataset):
-    env = gym.make(ENV_ID, data=synthetic_dataset).unwrapped
+    # the perturbation's mean shift for every cell (per-cell hints: tests/test_state_hints.py)
+    env = gym.make(ENV_ID, data=synthetic_dataset, state_hint_neighbours=0).unwrapped
     d = env.dynamics.n_latent
     base_dim = synthetic_dataset.featurizer.dim
     assert env.observation_space.shape == (2 * d + base_dim + d + 1,)

@@ -286,11 +286,10 @@ def rollout(
     dyn = context.dynamics
     ds = context.dataset
     z0 = context.start_latent(perturbation)
-    feature = dyn.feature_of(perturbation).astype(np.float32)
     n = z0.shape[0]
     z = z0.copy()
     path = [z0.copy()]
-    features = np.broadcast_to(feature, (n, feature.size))
+    features = dyn.features_at(perturbation, z0)
     goal = dyn.goal(z0, features) if (dyn.guided if guided is None else guided) else None
     for t in range(context.horizon):
         if action_fn is None:
