@@ -2,8 +2,9 @@
 
 Landscape-aware steering to each cell's OT-paired target (the oracle), to a k-nearest-neighbour
 estimate of that target from the start cell alone (what a policy, which never observes its
-episode's target, can at best aim for; leave-one-out, several k), to the start cell moved by
-the perturbation's shift hint (the guide), to the population mean (collapse), zero action and
+episode's target, can aim for; leave-one-out, several k), to the start cell moved by its
+per-cell hint (the guide: ``envs.state_hints``) and by the perturbation's mean shift hint, to
+the population mean (collapse), zero action and
 uniform random action; plain (unguided) pushes, 200 episodes each, the same episode seeds for
 every controller. Prints a table with each return as a share of the oracle's and writes JSON.
 
@@ -45,9 +46,16 @@ def main() -> None:
         controllers[f"landscape-aware to start-state map, k={k}"] = toward_start_state_map(env, k)
     if env.dynamics.hints is not None:
         latent = env.dataset.latent.astype(np.float64)
-        hints = env.dynamics.hints
-        controllers["landscape-aware to start + shift hint (guide)"] = landscape_aware(
-            env, lambda info: latent[info["start_cell"]] + hints(info["perturbation"]))
+        dynamics, d = env.dynamics, env.dynamics.n_latent
+
+        def cell_hinted(info):  # what the guide steers to
+            start = latent[info["start_cell"]]
+            return start + dynamics.features_at(info["perturbation"], start[None, :])[0, -d:]
+
+        if dynamics.state_hints is not None:
+            controllers["landscape-aware to start + per-cell hint (guide)"] = landscape_aware(env, cell_hinted)
+        controllers["landscape-aware to start + mean shift hint"] = landscape_aware(
+            env, lambda info: latent[info["start_cell"]] + dynamics.hints(info["perturbation"]))
     controllers.update({
         "landscape-aware to population mean (collapse)": toward_population_mean(env),
         "zero action": zero_action(env),
