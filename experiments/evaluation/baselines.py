@@ -30,7 +30,8 @@ Baselines (all fitted on training cells only):
   expression that the training knockdowns showed at theirs (one shared number).
 * ``drift``: the landscape alone: the env dynamics rolled for ``horizon`` steps with zero push.
 * ``hint-controller``: the guide alone: the scripted push toward each start cell moved by the
-  shift hint (what a guided policy does with a zero action).
+  its hint, per cell where the perturbation has training pairs (what a guided policy does with a
+  zero action).
 
 With a group split (a held-out cell type), training deltas are measured against the training
 control cells *outside* the held-out group, so each delta compares like with like.
@@ -313,7 +314,7 @@ def drift(context: EvalContext, perturbation: str, rng: np.random.Generator) -> 
 
 
 def hint_controller(context: EvalContext, perturbation: str, rng: np.random.Generator) -> Prediction:
-    """The guide alone: the scripted push toward each start cell moved by the shift hint, through the env dynamics.
+    """The guide alone: the scripted push toward each start cell moved by its hint (per cell: ``envs.state_hints``), through the env dynamics.
 
     It is what a guided policy does with a zero action, so a policy's lead over it is what the
     learning added. Raises ``KeyError`` for dynamics without shift hints (the row is omitted).
