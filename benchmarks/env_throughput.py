@@ -1,7 +1,8 @@
 """Env throughput and preprocessing scale for ``waddington/CellState-v0``.
 
 Measures, side by side in one run:
-- single env steps/s, native VectorEnv(64) steps/s, RLlib local env runner sampled steps/s with
+- single env steps/s, native VectorEnv(64) steps/s (with per-cell hints, the default, and with
+  the perturbation's mean shift as every cell's hint, ``state_hint_neighbours=0``), RLlib local env runner sampled steps/s with
   that VectorEnv (PPO's default module, inference included; RLlib defaults, and with the identity
   action normalization switched off), and RLlib / raw VectorEnv;
 - ``prepare_dataset`` wall time and peak RSS on synthetic data of ``--cells`` x ``--genes``
@@ -42,8 +43,9 @@ def single_env_rate(dataset, steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def vector_env_rate(dataset, num_envs: int, steps: int) -> float:
-    vec = gym.make_vec(envs.ENV_ID, num_envs=num_envs, vectorization_mode="vector_entry_point", data=dataset)
+def vector_env_rate(dataset, num_envs: int, steps: int, **env_options) -> float:
+    vec = gym.make_vec(envs.ENV_ID, num_envs=num_envs, vectorization_mode="vector_entry_point", data=dataset,
+                       **env_options)
     vec.reset(seed=0)
     actions = np.random.default_rng(0).uniform(-1, 1, size=(num_envs, vec.single_action_space.shape[0]))
     start = time.perf_counter()
@@ -145,10 +147,13 @@ def main() -> None:
     dataset = envs.prepare_dataset("synthetic", seed=0).env_view()
     single = single_env_rate(dataset, min(args.steps, 20_000))
     vector = vector_env_rate(dataset, args.num_envs, args.steps)
+    mean_hints = vector_env_rate(dataset, args.num_envs, args.steps, state_hint_neighbours=0)
     rllib = rllib_runner_rates(dataset, args.num_envs, args.steps)
     results = {
         "single_env_steps_per_s": single,
         f"vector_env_{args.num_envs}_steps_per_s": vector,
+        f"vector_env_{args.num_envs}_mean_shift_hints_steps_per_s": mean_hints,
+        "per_cell_over_mean_shift_hints": vector / mean_hints,
         "rllib_runner_default_steps_per_s": rllib["rllib_default"],
         "rllib_runner_no_action_norm_steps_per_s": rllib["rllib_no_action_normalization"],
         "rllib_default_over_raw_vector": rllib["rllib_default"] / vector,
