@@ -130,10 +130,11 @@ class CellStateDynamics:
 
         The hint part is per cell where :class:`envs.state_hints.StateHints` covers the perturbation.
         """
-        starts = np.atleast_2d(starts)
-        features = np.repeat(self.feature_of(perturbation)[None, :], len(starts), axis=0).astype(np.float32)
-        if self.state_hints is not None:
-            features[:, -self.n_latent :] = self.state_hints.at(perturbation, starts, features[0, -self.n_latent :])
+        starts = np.asarray(starts, dtype=np.float64).reshape(-1, self.n_latent)
+        base = self.feature_of(perturbation)
+        features = np.repeat(base[None, :], len(starts), axis=0).astype(np.float32)
+        if self.state_hints is not None and len(starts):
+            features[:, -self.n_latent :] = self.state_hints.at(perturbation, starts, base[-self.n_latent :])
         return features
 
     def episode_features(self, perturbation: np.ndarray, start: np.ndarray) -> np.ndarray:
@@ -141,9 +142,14 @@ class CellStateDynamics:
         features = self.features[perturbation].copy()
         if self._start_hints is not None:
             for index in np.unique(perturbation):
-                mine = perturbation == index
+                mine = np.flatnonzero(perturbation == index)
                 rows, hints = self._start_hints[index]
-                features[mine, -self.n_latent :] = hints[np.searchsorted(rows, start[mine])]
+                at = np.minimum(np.searchsorted(rows, start[mine]), max(len(rows) - 1, 0))
+                listed = rows[at] == start[mine] if len(rows) else np.zeros(len(mine), dtype=bool)
+                features[mine[listed], -self.n_latent :] = hints[at[listed]]
+                if not listed.all():  # a start cell outside the env's pairs: searched for, not looked up
+                    name = self.perturbations[index]
+                    features[mine[~listed]] = self.features_at(name, self.dataset.latent[start[mine[~listed]]])
         return features
 
     def feature_of(self, perturbation: str) -> np.ndarray:
@@ -189,7 +195,7 @@ class CellStateDynamics:
         return start + features[:, -self.n_latent :]
 
     def observed_goal(self, obs: np.ndarray) -> np.ndarray:
-        """The guide's goal read off observations (:meth:`observe`): ``z`` plus the way still to go."""
+        """The guide's goal read off observations (:meth:`observe_features`): ``z`` plus the way still to go."""
         if self.hints is None:
             raise ValueError("No shift hints in these dynamics: there is no guide goal.")
         d = self.n_latent

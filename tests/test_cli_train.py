@@ -32,6 +32,10 @@ def test_train_writes_summary(tmp_path):
     assert summary["ppo_weight_change_l2"] > 0
     assert summary["seed"] == 3 and summary["trpo_iters"] == 2 and summary["ppo_iters"] == 3
     assert len(summary["ppo_returns"]) == 3
+    # read against the oracle, next to the guide alone on the same episodes (what learning added)
+    assert "guide alone (zero action) / oracle's" in proc.stdout
+    assert 0 < summary["guide_return"] < summary["oracle_return"]
+    assert summary["guide_fraction_of_oracle"] == summary["guide_return"] / summary["oracle_return"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["seed"] == 3 and manifest["settings"]["trpo_iters"] == 2
     assert manifest["input"]["kind"] == "prepared dataset" and len(manifest["input"]["sha256"]) == 64

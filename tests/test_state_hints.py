@@ -115,3 +115,34 @@ def test_episodes_observe_their_own_cells_hint_and_older_datasets_the_mean_shift
     assert CellStateDynamics(synthetic_dataset, DynamicsConfig(state_hint_neighbours=0)).state_hints is None
     with pytest.raises(ValueError, match="state_hint_neighbours must be >= 0"):
         CellStateDynamics(synthetic_dataset, DynamicsConfig(state_hint_neighbours=-1))
+
+
+def test_a_start_cell_outside_the_episode_table_is_searched_for(synthetic_dataset):
+    dynamics = CellStateDynamics(synthetic_dataset, DynamicsConfig())
+    index = 0
+    listed = dynamics.pairs[index][:, 0].astype(int)
+    outside = np.setdiff1d(np.arange(len(synthetic_dataset.latent)), listed)[:3]
+    rows = np.concatenate([listed[:2], outside])
+    features = dynamics.episode_features(np.zeros(len(rows), dtype=int), rows)
+    expect = dynamics.features_at(dynamics.perturbations[index], synthetic_dataset.latent[rows])
+    np.testing.assert_allclose(features, expect, atol=1e-6)
+    assert dynamics.features_at(dynamics.perturbations[index], np.zeros((0, dynamics.n_latent))).shape == (
+        0, dynamics.feature_dim)
+
+
+def test_leave_one_out_holds_where_the_neighbour_search_rounds():
+    """Above 15 dimensions scikit-learn searches by brute force, whose distance of a cell to itself is not exactly 0."""
+    rng = np.random.default_rng(0)
+    n, d = 400, 30
+    starts = rng.standard_t(2, size=(n, d)) * 10  # heavy tails: large norms, large rounding
+    latent = np.vstack([starts, starts + rng.normal(size=(n, d))])
+    pairs = {"p": np.column_stack([np.arange(n), n + np.arange(n), np.full(n, 1.0 / n)])}
+    hints = StateHints(latent, pairs, neighbours=1)
+    moved = latent.copy()
+    moved[n:] += 1000.0 * np.eye(n, d)[np.arange(n) % d]  # every partner moves: a hint that read its own would jump
+    own_partner_moved = StateHints(moved, pairs, neighbours=1).at("p", starts, fallback=np.zeros(d))
+    unchanged = hints.at("p", starts, fallback=np.zeros(d))
+    # each hint is one neighbour's displacement, and never the cell's own
+    own = moved[n:] - starts
+    assert not np.isclose(own_partner_moved, own).all(axis=1).any()
+    assert unchanged.shape == (n, d)

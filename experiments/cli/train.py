@@ -94,6 +94,7 @@ def _print_summary(summary: dict) -> bool:
         ("PPO final return / oracle's", summary.get("ppo_return_fraction_of_oracle")),
         ("PPO mean-action return (same env)", summary.get("ppo_mean_action_return")),
         ("PPO mean-action return / oracle's", summary.get("ppo_mean_action_fraction_of_oracle")),
+        ("guide alone (zero action) / oracle's", summary.get("guide_fraction_of_oracle")),
         ("total wall s (incl. data + Ray)", summary["wall_s"]),
     ]
     width = max(len(k) for k, _ in rows)
@@ -261,9 +262,13 @@ def _train(args, manifest, settings, dataset, started: float, *, resume_from: Pa
 
 def _against_the_oracle(summary: dict, settings, dataset, checkpoint) -> dict:
     """The scripted oracle's return on this env, and PPO's as a fraction of it: its last sampled
-    return (exploration noise included) and its mean action's (what it predicts with)."""
+    return (exploration noise included) and its mean action's (what it predicts with). With guided
+    actions also the guide's alone (a zero action on the same episodes): what the learning added."""
     if dataset is None or settings.env != CELLSTATE_ENV:
         return {}
+    import numpy as np
+
+    from experiments.evaluation.baselines import make_dynamics
     from experiments.evaluation.checkpoints import load_policy
     from experiments.training.oracle_return import oracle_return, policy_return
 
@@ -272,9 +277,14 @@ def _against_the_oracle(summary: dict, settings, dataset, checkpoint) -> dict:
     final = summary.get("ppo_final_return")
     greedy = policy_return(view, load_policy(checkpoint), settings.env_config, seed=settings.seed) \
         if checkpoint else None
+    guide = None
+    if make_dynamics(view, settings.env_config).guided:
+        d = view.n_latent
+        guide = policy_return(view, lambda obs: np.zeros((len(obs), d)), settings.env_config, seed=settings.seed)
 
     def fraction(value):
         return value / oracle if value is not None and oracle > 0 else None
 
     return {"oracle_return": oracle, "ppo_return_fraction_of_oracle": fraction(final),
-            "ppo_mean_action_return": greedy, "ppo_mean_action_fraction_of_oracle": fraction(greedy)}
+            "ppo_mean_action_return": greedy, "ppo_mean_action_fraction_of_oracle": fraction(greedy),
+            "guide_return": guide, "guide_fraction_of_oracle": fraction(guide)}
