@@ -27,10 +27,17 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+
+if TYPE_CHECKING:
+    from sklearn.neural_network import MLPRegressor
+
+    from envs.dataset import PreparedDataset
+    from experiments.evaluation.baselines import Predictor
 
 from benchmarks.data_arguments import add_data_arguments, prepare_from_arguments  # noqa: E402
 
@@ -39,7 +46,7 @@ METHODS = ("train-mean", "perturbation-mean", "ridge + self-effect", "latent-cei
 MAX_DECODER_CELLS = 20_000  # a seeded subsample of the training cells fits the neural decoder
 
 
-def fit_mlp_decoder(dataset, hidden: tuple[int, ...], *, seed: int = 0):
+def fit_mlp_decoder(dataset: PreparedDataset, hidden: tuple[int, ...], *, seed: int = 0) -> MLPRegressor:
     """``MLPRegressor`` from latent states to processed expression, fitted on (at most 20k) training cells only."""
     from sklearn.neural_network import MLPRegressor
 
@@ -52,7 +59,7 @@ def fit_mlp_decoder(dataset, hidden: tuple[int, ...], *, seed: int = 0):
                         random_state=seed).fit(dataset.latent[rows].astype(np.float64), expression)
 
 
-def mlp_decoded_heldout_ceiling(decoder):
+def mlp_decoded_heldout_ceiling(decoder: MLPRegressor) -> Predictor:
     """A predictor: the heldout-ceiling's end states, decoded by ``decoder`` (:func:`fit_mlp_decoder`)."""
     from experiments.evaluation.baselines import Prediction
     from experiments.evaluation.references import paired_targets

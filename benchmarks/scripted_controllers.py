@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 import envs
-from envs.dynamics import CellStateDynamics, DynamicsConfig
 from envs.controllers import (
     landscape_aware,
     rollout_returns,
@@ -31,6 +30,7 @@ from envs.controllers import (
     toward_target,
     zero_action,
 )
+from envs.dynamics import CellStateDynamics, DynamicsConfig
 
 
 def _hinted(dynamics: CellStateDynamics, latent: np.ndarray):
@@ -60,7 +60,7 @@ def main() -> None:
         controllers[f"landscape-aware to start-state map, k={k}"] = toward_start_state_map(env, k)
     if env.dynamics.hints is not None:
         latent = env.dataset.latent.astype(np.float64)
-        dynamics, d = env.dynamics, env.dynamics.n_latent
+        dynamics = env.dynamics
         if dynamics.state_hints is not None:
             for k in neighbours:
                 controllers[f"landscape-aware to start + per-cell hint, k={k}"] = landscape_aware(
