@@ -98,3 +98,28 @@ def tiny_prepared(split: str = "cells", holdout=(), group_key: str | None = None
     return envs.prepare_dataset(tiny_two_type_adata(), perturbation_key="perturbation", control_value="ctrl",
                                 split=split, holdout=list(holdout), group_key=group_key, n_latent=4, n_top_genes=40,
                                 min_cells=10, seed=0)
+
+
+def cell_type_counts(blocks, markers: dict, responses: dict, *, n_genes: int = 30, seed: int = 0):
+    """Poisson counts of cell types with their own marker genes and their own response to 'stim'.
+
+    ``blocks``: ``(condition, cell type, n cells)`` in draw order; ``markers`` / ``responses``: cell
+    type -> gene indices raised 5x in every cell of the type / 4x in its stimulated cells.
+    """
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    rows, labels, types = [], [], []
+    for condition, cell_type, count in blocks:
+        rate = np.full(n_genes, 4.0)
+        rate[markers[cell_type]] *= 5.0
+        if condition == "stim":
+            rate[responses[cell_type]] *= 4.0
+        rows.append(rng.poisson(rate, size=(count, n_genes)))
+        labels += [condition] * count
+        types += [cell_type] * count
+    obs = pd.DataFrame({"condition": labels, "cell_type": types}, index=[f"c{i}" for i in range(len(labels))])
+    return ad.AnnData(X=np.vstack(rows).astype(np.float32), obs=obs,
+                      var=pd.DataFrame(index=[f"g{i}" for i in range(n_genes)]))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import anndata as ad
 import numpy as np
-import pandas as pd
 import pytest
+from helpers import cell_type_counts
 
 import envs
 from envs.pairing import stratified_ot_pairs
@@ -18,21 +18,10 @@ def two_cell_types(seed: int = 0, n: int = 400, n_genes: int = 30) -> ad.AnnData
     of composition for a response. X's base profile is high in genes 10-14, Y's in 15-19; stim
     raises genes 0-4 in X and genes 5-9 in Y.
     """
-    rng = np.random.default_rng(seed)
-    rows, labels, types = [], [], []
-    for condition, share_x in (("ctrl", 0.8), ("stim", 0.2)):
-        for cell_type, count in (("X", int(n * share_x)), ("Y", n - int(n * share_x))):
-            rate = np.full(n_genes, 4.0)
-            marker, response = (slice(10, 15), slice(0, 5)) if cell_type == "X" else (slice(15, 20), slice(5, 10))
-            rate[marker] *= 5.0
-            if condition == "stim":
-                rate[response] *= 4.0
-            rows.append(rng.poisson(rate, size=(count, n_genes)))
-            labels += [condition] * count
-            types += [cell_type] * count
-    obs = pd.DataFrame({"condition": labels, "cell_type": types}, index=[f"c{i}" for i in range(len(labels))])
-    return ad.AnnData(X=np.vstack(rows).astype(np.float32), obs=obs,
-                      var=pd.DataFrame(index=[f"g{i}" for i in range(n_genes)]))
+    blocks = [(condition, cell_type, count) for condition, share_x in (("ctrl", 0.8), ("stim", 0.2))
+              for cell_type, count in (("X", int(n * share_x)), ("Y", n - int(n * share_x)))]
+    return cell_type_counts(blocks, {"X": slice(10, 15), "Y": slice(15, 20)}, {"X": slice(0, 5), "Y": slice(5, 10)},
+                            n_genes=n_genes, seed=seed)
 
 
 KEYS = dict(perturbation_key="condition", control_value="ctrl", n_latent=4, n_top_genes=30, max_pair_cells=300)

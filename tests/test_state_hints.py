@@ -7,8 +7,8 @@ import dataclasses
 import anndata as ad
 import gymnasium as gym
 import numpy as np
-import pandas as pd
 import pytest
+from helpers import cell_type_counts
 from test_covariates import KEYS, two_cell_types
 
 import envs
@@ -79,21 +79,10 @@ def test_cell_types_that_respond_differently_get_their_own_hints():
 
 def _three_cell_types(seed: int = 0, n: int = 150, n_genes: int = 30) -> ad.AnnData:
     """Counts of cell types X, Z (a near relative of X) and Y; stim raises genes 0-4 in X and Z, genes 5-9 in Y."""
-    rng = np.random.default_rng(seed)
-    rows, labels, types = [], [], []
     markers = {"X": [10, 11, 12, 13, 14], "Z": [10, 11, 12, 13, 20], "Y": [15, 16, 17, 18, 19]}
-    for condition in ("ctrl", "stim"):
-        for cell_type, marker in markers.items():
-            rate = np.full(n_genes, 4.0)
-            rate[marker] *= 5.0
-            if condition == "stim":
-                rate[slice(0, 5) if cell_type in "XZ" else slice(5, 10)] *= 4.0
-            rows.append(rng.poisson(rate, size=(n, n_genes)))
-            labels += [condition] * n
-            types += [cell_type] * n
-    obs = pd.DataFrame({"condition": labels, "cell_type": types}, index=[f"c{i}" for i in range(len(labels))])
-    return ad.AnnData(X=np.vstack(rows).astype(np.float32), obs=obs,
-                      var=pd.DataFrame(index=[f"g{i}" for i in range(n_genes)]))
+    blocks = [(condition, cell_type, n) for condition in ("ctrl", "stim") for cell_type in markers]
+    responses = {"X": slice(0, 5), "Z": slice(0, 5), "Y": slice(5, 10)}
+    return cell_type_counts(blocks, markers, responses, n_genes=n_genes, seed=seed)
 
 
 def test_a_held_out_group_borrows_the_response_of_its_nearest_paired_cells():
