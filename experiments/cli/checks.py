@@ -151,7 +151,7 @@ def _check_dataset_options(path: Path, settings, given: dict[str, Any]) -> None:
 
 def _run_settings_of_dataset(path: Path) -> dict[str, Any]:
     """The settings of the run whose manifest names ``path`` as its dataset ({} otherwise)."""
-    from experiments.training.run_manifest import ManifestError, read_manifest
+    from experiments.runs.manifest import ManifestError, read_manifest
 
     try:
         manifest = read_manifest(path.parent) or {}

@@ -237,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _manifest_input(args: argparse.Namespace) -> dict[str, Any]:
     """What was evaluated: the data (and its sha256), or each run dir with its run id and status."""
-    from experiments.training.run_manifest import (
+    from experiments.runs.manifest import (
         ManifestError,
         describe_input,
         read_manifest,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.cli.errors import UsageError
-from experiments.training.run_manifest import (
+from experiments.runs.manifest import (
     MANIFEST_NAME,
     ManifestError,
     RunManifest,

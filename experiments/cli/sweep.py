@@ -211,7 +211,7 @@ def _claim(args: argparse.Namespace, out: Path, storage: str | None, settings):
 
 def _open_manifest(args: argparse.Namespace, out: Path, manifest, settings, run_settings, grid: _Grid):
     """The sweep's manifest: a new one, one adopted by an older sweep dir, or the resumed one marked so."""
-    from experiments.training.run_manifest import RunManifest, describe_input
+    from experiments.runs.manifest import RunManifest, describe_input
 
     if manifest is None and args.resume:  # adopt an older sweep dir: it gets a manifest now
         out.mkdir(parents=True, exist_ok=True)

@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _new_run(args: argparse.Namespace, library_log: list) -> int:
-    from experiments.training.run_manifest import describe_input
+    from experiments.runs.manifest import describe_input
 
     settings = _settings(args)
     out = output_dir(args, "train")
@@ -221,7 +221,7 @@ def _train(args, manifest, settings, dataset, started: float, *, resume_from: Pa
     import ray.rllib  # noqa: F401  (imported here so that -q can take its terminal handler off first)
 
     import envs  # noqa: F401  (registers the env in this process)
-    from experiments.training.run_manifest import write_json_atomic
+    from experiments.runs.manifest import write_json_atomic
     from experiments.training.two_stage import read_checkpoint_state, run_two_stage
 
     LibraryLog.quiet_ray()

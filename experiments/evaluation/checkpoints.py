@@ -106,7 +106,7 @@ def find_stage_checkpoints(run_dir: str | os.PathLike, *, trial: str | None = No
         If the directory does not exist, is not complete (its manifest says running, interrupted or
         failed), mixes checkpoints of different runs, or holds no finished stage checkpoint.
     """
-    from experiments.training.run_manifest import ManifestError, read_manifest
+    from experiments.runs.manifest import ManifestError, read_manifest
 
     root = Path(run_dir)
     if not root.is_dir():
