@@ -160,15 +160,16 @@ class CellStateEnv(gym.Env):
         perturbation, start, target = self.dynamics.sample_episodes(self.np_random, 1)
         latent = self.dataset.latent.astype(np.float64)
         z0 = latent[start]
+        features = self.dynamics.episode_features(perturbation, start)
         self._state = {
             "perturbation": perturbation,
             "start": start,
             "target": target,
             "z0": z0,
             "z": z0.copy(),
-            "y": latent[target],
+            "y": self.dynamics.episode_targets(start, target, features),  # a paired cell, or the guide's goal
             "t": np.zeros(1),
-            "features": self.dynamics.episode_features(perturbation, start),
+            "features": features,
         }
         if self.dynamics.guided:
             self._state["goal"] = self.dynamics.goal(z0, self._state["features"])

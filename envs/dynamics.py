@@ -17,6 +17,8 @@ import numpy as np
 from envs.dataset import PreparedDataset
 from envs.pairing import stratified_ot_pairs
 from envs.perturbation_features import ShiftHints
+from envs.set_hints import with_set_shift_hints, with_set_state_hints
+from envs.start_range import StartRange
 from envs.state_hints import DEFAULT_NEIGHBOURS, StateHints
 
 __all__ = ["DynamicsConfig", "CellStateDynamics", "DYNAMICS_KEYS"]
@@ -36,6 +38,11 @@ class DynamicsConfig:
     # per-cell hints from this many neighbouring paired cells (envs.state_hints); 0: the perturbation's mean
     # shift for every cell; None: as the dataset says (datasets prepared before them keep the mean shift)
     state_hint_neighbours: int | None = None
+    # out of range (envs.start_range), hints shrink toward the mean shift; None: on with guided actions
+    start_range: bool | None = None
+    # share of episodes that start at a held-out group's control cells, steered to the guide's goal
+    # (a prediction starts there); None: their share of the start cells, at most HELDOUT_START_SHARE
+    heldout_start_share: float | None = None
 
     def validate(self) -> None:
         if self.horizon < 1:
@@ -45,12 +52,17 @@ class DynamicsConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
         if self.state_hint_neighbours is not None and self.state_hint_neighbours < 0:
             raise ValueError(f"state_hint_neighbours must be >= 0, got {self.state_hint_neighbours}.")
+        if self.heldout_start_share is not None and not 0.0 <= self.heldout_start_share < 1.0:
+            raise ValueError(f"heldout_start_share must be in [0, 1), got {self.heldout_start_share}.")
         if self.dt is not None and self.dt < 0:
             raise ValueError(f"dt must be >= 0 (or None for the stable default), got {self.dt}.")
 
 
 #: Env options that set the dynamics (``DynamicsConfig`` fields): the keys of a run's ``env_config`` they read.
 DYNAMICS_KEYS = tuple(f.name for f in fields(DynamicsConfig))
+#: Most episodes that start at held-out group controls by default: paired episodes, the only ones with
+#: observed targets, keep at least three quarters of the samples.
+HELDOUT_START_SHARE = 0.25
 
 
 class CellStateDynamics:
@@ -105,6 +117,10 @@ class CellStateDynamics:
             neighbours = DEFAULT_NEIGHBOURS if dataset.meta.get("state_hints") else 0
         self.state_hints = StateHints(dataset.latent, dataset.pairs, neighbours=neighbours) \
             if hinted and neighbours > 0 else None
+        self.state_hints = with_set_state_hints(dataset, self.state_hints, self.hints)
+        ranged = self.guided if config.start_range is None else config.start_range
+        self.start_range = StartRange(dataset.latent, dataset.pairs) if ranged and dataset.pairs else None
+        self.heldout_starts, self.heldout_share = self._heldout_starts(cells)
         # episodes start at paired control cells: their hints are looked up, not searched for, at every reset
         self._start_hints = [self._hints_of_starts(i) for i in range(len(names))] if self.state_hints else None
         self.obs_dim = 2 * self.n_latent + self.feature_dim + 1
@@ -119,22 +135,52 @@ class CellStateDynamics:
         return stratified_ot_pairs(self.dataset.latent, controls, targets, self.dataset.covariates,
                                    rng=np.random.default_rng(0))
 
+    def _heldout_starts(self, cells: str) -> tuple[np.ndarray, float]:
+        """A held-out group's training control rows and the share of episodes that start there.
+
+        A group split predicts the held-out group from its control cells, which no OT pair starts
+        at (their stratum has no training targets). Episodes start there too, rewarded for reaching
+        the guide's goal (:meth:`episode_targets`): the policy then learns its correction on every
+        start state a prediction uses instead of extrapolating to them.
+        """
+        split = self.dataset.split
+        share = self.config.heldout_start_share
+        if not self.guided or cells != "train" or split.kind != "group" or self.dataset.groups is None \
+                or share == 0.0:
+            return np.zeros(0, dtype=np.int64), 0.0
+        rows = np.flatnonzero((self.dataset.labels == self.dataset.control_value) & split.train
+                              & (self.dataset.groups == split.heldout_group))
+        paired = np.unique(np.concatenate([p[:, 0].astype(int) for p in self.pairs]))
+        rows = np.setdiff1d(rows, paired)
+        if len(rows) == 0:
+            return rows, 0.0
+        if share is None:
+            share = min(HELDOUT_START_SHARE, len(rows) / (len(rows) + len(paired)))
+        return rows, float(share)
+
     def _hints_of_starts(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        rows = np.unique(self.pairs[index][:, 0].astype(int))
-        hints = self.state_hints.at(self.perturbations[index], self.dataset.latent[rows],
-                                    self.features[index, -self.n_latent :])
+        rows = np.union1d(np.unique(self.pairs[index][:, 0].astype(int)), self.heldout_starts)
+        fallback = self.features[index, -self.n_latent :]
+        states = self.dataset.latent[rows]
+        hints = self.state_hints.at(self.perturbations[index], states, fallback)
+        if self.start_range is not None:
+            hints = self.start_range.blend_hints(hints, fallback, states)
         return rows, hints.astype(np.float32)
 
     def features_at(self, perturbation: str, starts: np.ndarray) -> np.ndarray:
         """Feature rows (cells x ``feature_dim``) of cells starting at latent ``starts`` under any perturbation.
 
-        The hint part is per cell where :class:`envs.state_hints.StateHints` covers the perturbation.
+        The hint part is per cell where :class:`envs.state_hints.StateHints` covers the perturbation,
+        shrunk toward the mean shift out of range (:class:`envs.start_range.StartRange`).
         """
         starts = np.asarray(starts, dtype=np.float64).reshape(-1, self.n_latent)
         base = self.feature_of(perturbation)
         features = np.repeat(base[None, :], len(starts), axis=0).astype(np.float32)
         if self.state_hints is not None and len(starts):
-            features[:, -self.n_latent :] = self.state_hints.at(perturbation, starts, base[-self.n_latent :])
+            hints = self.state_hints.at(perturbation, starts, base[-self.n_latent :])
+            if self.start_range is not None and self.state_hints.covers(perturbation):
+                hints = self.start_range.blend_hints(hints, base[-self.n_latent :], starts)
+            features[:, -self.n_latent :] = hints
         return features
 
     def episode_features(self, perturbation: np.ndarray, start: np.ndarray) -> np.ndarray:
@@ -168,15 +214,31 @@ class CellStateDynamics:
         return low, high
 
     def sample_episodes(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Draw (perturbation id, start cell, target cell) for ``n`` episodes."""
+        """Draw (perturbation id, start cell, target cell) for ``n`` episodes.
+
+        Target ``-1``: an episode at a held-out group's control cell, steered to the guide's goal
+        (:meth:`episode_targets`).
+        """
         perturbation = rng.integers(len(self.perturbations), size=n)
         start = np.empty(n, dtype=np.int64)
         target = np.empty(n, dtype=np.int64)
         for i, p in enumerate(perturbation):
+            if self.heldout_share > 0.0 and rng.random() < self.heldout_share:
+                start[i], target[i] = int(self.heldout_starts[rng.integers(len(self.heldout_starts))]), -1
+                continue
             pairs = self.pairs[p]
             row = rng.choice(len(pairs), p=pairs[:, 2])
             start[i], target[i] = int(pairs[row, 0]), int(pairs[row, 1])
         return perturbation, start, target
+
+    def episode_targets(self, start: np.ndarray, target: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """Target states of episodes (:meth:`sample_episodes`): the paired cell, or the guide's goal where ``target`` is -1."""
+        latent = self.dataset.latent
+        y = latent[np.maximum(target, 0)].astype(np.float64)
+        goalward = np.asarray(target) < 0
+        if goalward.any():
+            y[goalward] = self.goal(latent[start[goalward]].astype(np.float64), features[goalward])
+        return y
 
     def steer(self, z: np.ndarray, point: np.ndarray, drift: np.ndarray | None = None) -> np.ndarray:
         """The push that cancels the drift at ``z`` (``drift``, when already evaluated) and steps toward ``point``, clipped to the action box."""

@@ -47,6 +47,8 @@ def make_synthetic_perturbation_data(
     knockdown_log_fold: float = np.log(4.0),
     mean_library_size: float = 3000.0,
     seed: int = 0,
+    far_group: bool = False,
+    far_offset: float = 4.0,
 ) -> ad.AnnData:
     """Generate raw-count AnnData from cells on a known multi-well landscape.
 
@@ -66,6 +68,15 @@ def make_synthetic_perturbation_data(
         Mean UMIs per cell.
     seed
         Everything is a deterministic function of the seed.
+    far_group
+        Also draw a second group of cells (``obs["group"] == "far"``; the others are ``"near"``) from
+        the same landscape and responses, half the population sizes, whose genes also read a group
+        programme of their own at ``far_offset``: a cell line unlike every other, for testing a
+        held-out group far from all training cells (``docs/out_of_range.md``). Drawn from a separate
+        random stream after everything else, so the default data stay bit-identical.
+    far_offset
+        Strength of the far group's own programme (gene log rates move by ``far_offset * v``,
+        ``v ~ N(0, 0.6^2)`` per gene).
 
     Returns
     -------
@@ -128,6 +139,16 @@ def make_synthetic_perturbation_data(
         count_blocks.append(sp.csr_matrix(rng.poisson(proportions * library).astype(np.float32)))
         del proportions, log_rate
 
+    groups = ["near"] * len(labels)
+    if far_group:
+        far_states, far_labels, far_blocks = _far_group(conditions, baseline, loadings, knockdown_log_fold,
+                                                        n_control_cells, n_cells_per_perturbation,
+                                                        mean_library_size, far_offset, seed)
+        states.append(far_states)
+        labels.extend(far_labels)
+        count_blocks.extend(far_blocks)
+        groups += ["far"] * len(far_labels)
+
     state = np.vstack(states)
     counts = sp.vstack(count_blocks).tocsr()
 
@@ -139,6 +160,8 @@ def make_synthetic_perturbation_data(
         },
         index=[f"cell{i:05d}" for i in range(len(state))],
     )
+    if far_group:
+        obs["group"] = pd.Categorical(groups)
     adata = ad.AnnData(X=counts, obs=obs, var=pd.DataFrame(index=gene_names))
     adata.uns["truth"] = {
         "loadings": loadings,
@@ -148,4 +171,27 @@ def make_synthetic_perturbation_data(
         "seed": int(seed),
         "conditions": truth_conditions,
     }
+    if far_group:
+        adata.uns["truth"]["far_offset"] = float(far_offset)
     return adata
+
+
+def _far_group(conditions, baseline, loadings, knockdown_log_fold, n_control_cells, n_cells_per_perturbation,
+               mean_library_size, far_offset, seed):
+    """States, labels and count blocks of the far group: the same conditions, plus a programme of its own."""
+    rng = np.random.default_rng([seed, 23])  # its own stream: the default data do not move
+    programme = far_offset * rng.normal(scale=0.6, size=len(baseline))
+    states, labels, blocks = [], [], []
+    for name, (weights, means, stds, gene) in conditions.items():
+        n = max((n_control_cells if gene is None else n_cells_per_perturbation) // 2, 1)
+        state = _sample_mixture(rng, n, weights, means, stds)
+        log_rate = baseline + programme + state @ loadings.T
+        if gene is not None:
+            log_rate[:, gene] -= knockdown_log_fold
+        proportions = np.exp(log_rate - log_rate.max(axis=1, keepdims=True))
+        proportions /= proportions.sum(axis=1, keepdims=True)
+        library = rng.lognormal(mean=np.log(mean_library_size), sigma=0.3, size=(n, 1))
+        blocks.append(sp.csr_matrix(rng.poisson(proportions * library).astype(np.float32)))
+        states.append(state)
+        labels.extend([name] * n)
+    return np.vstack(states), labels, blocks

@@ -56,9 +56,10 @@ class CellStateVectorEnv(VectorEnv):
         self._perturbation[index] = perturbation
         self._z0[index] = self._latent[start]
         self._z[index] = self._latent[start]
-        self._y[index] = self._latent[target]
         self._t[index] = 0.0
         self._features[index] = self.dynamics.episode_features(perturbation, start)
+        # a paired cell, or the guide's goal for episodes at a held-out group's controls
+        self._y[index] = self.dynamics.episode_targets(start, target, self._features[index])
         if self.dynamics.guided:
             self._goal[index] = self.dynamics.goal(self._z0[index], self._features[index])
 

@@ -86,6 +86,10 @@ def test_prediction_file_has_every_field(synthetic, tmp_path, capsys):
     assert kinds["start"] == 120 and kinds["predicted"] == 240
     assert kinds["observed"] == len(ds.cell_indices(HELD_OUT, "all")) + len(ds.cell_indices("G006", "all"))
     assert {"perturbation", "source_cell", "method", "kind", "run", "seed", "dataset_part"} <= set(pred.obs)
+    # each start and predicted cell carries its start cell's out-of-range score (training starts: about 1)
+    scores = pred.obs["out_of_range_score"]
+    assert scores[pred.obs["kind"] != "observed"].notna().all() and scores[pred.obs["kind"] == "observed"].isna().all()
+    assert 0.3 < scores[pred.obs["kind"] == "start"].median() < 3.0
     start = pred[pred.obs["kind"] == "start"]
     assert set(start.obs["perturbation"]) == {"control"} and set(start.obs["run"]) == {"run"}
     # source cells are the input's obs names, and their rows are those cells' observed expression

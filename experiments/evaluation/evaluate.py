@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from envs.dataset import PreparedDataset
+from envs.start_range import ranged_policy
 from experiments.evaluation import metrics as M
 from experiments.evaluation.baselines import (
     BASELINES,
@@ -65,6 +66,7 @@ __all__ = [
     "evaluated_perturbations",
     "observed_trajectory",
     "policy_predictor",
+    "start_range_summary",
     "score_prediction",
     "evaluate_dataset",
 ]
@@ -105,13 +107,18 @@ class EvaluationResult:
         For plots: perturbation -> method -> :class:`Prediction`, plus observed/controls
         under the keys ``"_observed"`` / ``"_control"`` (only for ``keep_examples`` perturbations).
     info
-        What was evaluated: perturbations, start/observed cell counts, PCA dimension.
+        What was evaluated: perturbations, start/observed cell counts, PCA dimension, and
+        ``start_range``: the share of start cells out of range (:func:`start_range_summary`).
+    start_scores
+        ``"start"``: the out-of-range score of every start cell; ``"reference"``: the paired
+        training starts' own (leave-one-out) scores; empty without a range (unguided dynamics).
     """
 
     rows: list[dict[str, Any]]
     per_perturbation: list[dict[str, Any]]
     examples: dict[str, dict[str, Any]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    start_scores: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def evaluated_perturbations(dataset: PreparedDataset) -> list[str]:
@@ -188,12 +195,39 @@ def build_context(
 
 
 def policy_predictor(act) -> Predictor:
-    """A predictor that rolls the env dynamics with a policy's deterministic actions."""
+    """A predictor that rolls the env dynamics with a policy's deterministic actions.
+
+    With guided dynamics and a start range (:mod:`envs.start_range`), each cell's correction is
+    scaled by its start cell's weight: out of range the policy gives way to the guide.
+    """
 
     def predict(context: EvalContext, perturbation: str, rng: np.random.Generator) -> Prediction:
-        return rollout(context, perturbation, rng, act)
+        dyn = context.dynamics
+        ranged = ranged_policy(act, dyn.start_range, dyn.n_latent) \
+            if dyn.guided and dyn.start_range is not None else act
+        return rollout(context, perturbation, rng, ranged)
 
     return predict
+
+
+def start_range_summary(context: EvalContext) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The out-of-range line of the report and the scores of its figure, for the start cells of ``context``.
+
+    Returns ``(summary, scores)``: the share of start cells past the rule's first constant (weight
+    below 1) and past its second (weight 0), the median score, the constants; the start cells' and
+    the paired training starts' scores. Both empty without a start range.
+    """
+    start_range = context.dynamics.start_range
+    if start_range is None:
+        return {}, {}
+    rows = np.unique(np.concatenate(list(context.start_rows.values())))
+    start = start_range.score(context.dataset.latent[rows])
+    reference = start_range.score(start_range.states)
+    summary = {"n_start_cells": int(len(rows)), "share_out_of_range": float(np.mean(start > start_range.in_range)),
+               "share_far": float(np.mean(start >= start_range.out_of_range)),
+               "median_score": float(np.median(start)), "in_range": start_range.in_range,
+               "out_of_range": start_range.out_of_range, "policy_shrunk": bool(context.dynamics.guided)}
+    return summary, {"start": start, "reference": reference}
 
 
 def observed_trajectory(X_ctrl_pc: np.ndarray, X_obs_pc: np.ndarray, *, n_bins: int) -> np.ndarray:
@@ -328,7 +362,9 @@ def evaluate_dataset(
             if values:
                 rows.append(dict(method=method, split=split, metric=metric, seed=seed,
                                  value=float(np.mean(values)), n_perturbations=len(values)))
+    range_info, range_scores = start_range_summary(context)
     info = {
+        "start_range": range_info,
         "split": split,
         "split_kind": dataset.split.kind,
         "perturbations": names,
@@ -340,4 +376,5 @@ def evaluate_dataset(
         "heldout_group": dataset.split.heldout_group,
         "group_key": dataset.split.group_key,
     }
-    return EvaluationResult(rows=rows, per_perturbation=per_pert, examples=examples, info=info)
+    return EvaluationResult(rows=rows, per_perturbation=per_pert, examples=examples, info=info,
+                            start_scores=range_scores)

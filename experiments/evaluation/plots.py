@@ -20,6 +20,7 @@ from envs.dataset import PreparedDataset
 from experiments.evaluation.evaluate import HIGHER_IS_BETTER, EvaluationResult
 from experiments.evaluation.learning_curves import plot_learning_curves
 from experiments.evaluation.metrics import top_k_de_genes
+from experiments.evaluation.range_plot import plot_start_range
 
 __all__ = ["plot_landscape", "plot_delta_top_genes", "plot_metric_bars", "write_figures"]
 
@@ -150,4 +151,5 @@ def write_figures(
         plot_metric_bars(out / "metric_bars.png", rows).name,
     ]
     curves = plot_learning_curves(out / "learning_curves.png", runs)
-    return names + ([curves.name] if curves is not None else [])
+    in_range = plot_start_range(out / "start_range.png", result)
+    return names + [p.name for p in (curves, in_range) if p is not None]

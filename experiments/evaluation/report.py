@@ -6,7 +6,10 @@ t-interval over seeds (``t_{0.975, n-1} * sd / sqrt(n)``; "n=1" when a single se
 mean per column is **bold** (highest for Pearson, lowest for MSE and distances; rows that read the
 held-out answer, ``READS_ANSWER``, are never bold). Below each table:
 how TRPO -> PPO compares with the train-mean baseline (paired over seeds, stated plainly whatever
-the sign), and the ablation random-init PPO vs TRPO-init PPO at equal env steps.
+the sign), and the ablation random-init PPO vs TRPO-init PPO at equal env steps. Above the verdicts,
+the do-no-harm check (:func:`harm_lines`): the metrics on which TRPO -> PPO is worse than the guide
+(hint-controller) and than doing nothing (control-mean), with a warning when it is worse than the
+guide; and the share of start cells out of range (:mod:`envs.start_range`).
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ import numpy as np
 
 from experiments.evaluation.evaluate import COMPARISON_ONLY, HIGHER_IS_BETTER, METRICS
 
-__all__ = ["CONVENTIONS", "READS_ANSWER", "summarize", "paired_difference", "render_tables", "render_report",
-           "METHOD_ORDER"]
+__all__ = ["CONVENTIONS", "READS_ANSWER", "HARM_METRICS", "summarize", "paired_difference", "worse_metrics",
+           "harm_lines", "range_lines", "render_tables", "render_report", "METHOD_ORDER"]
 
 METHOD_ORDER = ("control-mean", "train-mean", "perturbation-mean", "ridge", "ridge + self-effect", "drift (a=0)",
                 "hint-controller", "latent-ceiling", "oracle-controller", "heldout-ceiling", "PPO-only", "TRPO-only",
@@ -47,6 +50,10 @@ CONVENTIONS = {
     "paper_start_end": "seed paper's start-vs-end metric (mean |z_end - z_start| per latent dim); comparison only",
     "ci": "95% t-interval over seeds of the per-seed mean over evaluated perturbations",
 }
+
+
+#: The metrics on which being worse than the guide earns a warning (the issue 23 targets).
+HARM_METRICS = ("delta_mse_all", "e_distance", "delta_pearson_top20")
 
 
 def _t975(n: int) -> float:
@@ -83,6 +90,58 @@ def paired_difference(rows: Sequence[dict[str, Any]], split: str, metric: str, a
     better = d > 0 if HIGHER_IS_BETTER[metric] else d < 0
     return {"mean": float(d.mean()), "ci": float(half), "n": n, "a_better_in": int(better.sum()),
             "a_mean": float(np.mean([va[s] for s in seeds])), "b_mean": float(np.mean([vb[s] for s in seeds]))}
+
+
+def worse_metrics(rows: Sequence[dict[str, Any]], split: str, a: str, b: str) -> list[tuple[str, dict[str, float]]]:
+    """Metrics on which ``a`` is worse than ``b``: by any margin with one seed, by more than the 95% CI with several."""
+    out = []
+    for m in METRICS:
+        d = paired_difference(rows, split, m, a, b)
+        if d is None or d["mean"] == 0:
+            continue
+        worse = (d["mean"] < 0) if HIGHER_IS_BETTER[m] else (d["mean"] > 0)
+        if worse and (d["n"] < 2 or abs(d["mean"]) > d["ci"]):
+            out.append((m, d))
+    return out
+
+
+def harm_lines(rows: Sequence[dict[str, Any]], split: str, method: str = "TRPO->PPO") -> list[str]:
+    """The do-no-harm check: where ``method`` is worse than the guide and than doing nothing, plainly."""
+    present = {r["method"] for r in rows if r["split"] == split}
+    if method not in present:
+        return []
+    lines = [f"**Do-no-harm check** ({method} vs the guide and vs doing nothing; worse = worse mean, by more than "
+             "the 95% CI over seeds when there are several):", ""]
+    for other, label in (("hint-controller", "the guide (hint-controller)"), ("control-mean", "control-mean")):
+        if other not in present:
+            continue
+        worse = worse_metrics(rows, split, method, other)
+        listed = ", ".join(f"{m} ({_fmt(d['a_mean'])} vs {_fmt(d['b_mean'])})" for m, d in worse) or "none"
+        lines.append(f"- worse than {label} on: {listed}")
+        harmful = [m for m, _ in worse if m in HARM_METRICS]
+        if other == "hint-controller" and harmful:
+            lines.append(f"- **WARNING: the learned policy is worse than the guide alone on {', '.join(harmful)}; "
+                         "prefer the hint-controller's prediction here (`--method hint-controller`).**")
+        if other == "control-mean" and "delta_mse_all" in [m for m, _ in worse]:
+            lines.append(f"- **WARNING: {method} changes the cells more wrongly than predicting no change "
+                         "(delta_mse_all).**")
+    return lines + [""]
+
+
+def range_lines(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """The out-of-range line: the share of start cells past the rule's constants, per seed."""
+    parts = []
+    for run in runs:
+        r = run.get("start_range") or {}
+        if r:
+            parts.append(f"seed {run.get('seed')}: {100 * r['share_out_of_range']:.1f}% out of range "
+                         f"(score > {_fmt(r['in_range'])}), {100 * r['share_far']:.1f}% far "
+                         f"(score >= {_fmt(r['out_of_range'])}), median score {_fmt(r['median_score'])}")
+    if not parts:
+        return []
+    return ["**Start cells out of range** (distance to the nearest paired training starts over their own spacing; "
+            "out of range the policy's correction and the guide's borrowed hint shrink toward the guide and the "
+            "mean shift, docs/out_of_range.md): " + "; ".join(parts) + ".", ""]
 
 
 def _methods(rows, split) -> list[str]:
@@ -205,6 +264,8 @@ def render_report(
         out += ["- " + "\n- ".join(info), ""]
     for split in sorted({r["split"] for r in rows}):
         out += [f"## {split}", "", _table(rows, split, METRICS, stats), ""]
+        out += range_lines([r for r in runs if r.get("split") == split])
+        out += harm_lines(rows, split)
         out += _verdicts(rows, split)
         out += ["Seed paper's start-vs-end metric (comparison only, never used to rank: doing nothing scores 0, "
                 "its optimum):", "", _table(rows, split, COMPARISON_ONLY, stats), ""]
@@ -225,7 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     path = Path(args.metrics)
     payload = json.loads(path.read_text())
-    figures = [f for f in ("landscape.png", "delta_top_genes.png", "metric_bars.png", "learning_curves.png")
+    figures = [f for f in ("landscape.png", "delta_top_genes.png", "metric_bars.png", "learning_curves.png",
+                           "start_range.png")
                if (path.parent / f).exists()]
     text = render_report(payload["rows"], runs=payload.get("runs", ()), command=payload.get("command"), figures=figures)
     (path.parent / "report.md").write_text(text)

@@ -235,6 +235,12 @@ def build_anndata(
         "X": ("kind='start': observed expression of the start control cells; kind='predicted': start cell + "
               "decoded latent change, x_start + scale * (z_end - z_start) @ components (one predicted cell per "
               "start cell, obs['source_cell']); kind='observed': the data's own cells of the perturbation"),
+        "out_of_range_score": ("obs['out_of_range_score'] of start and predicted cells: the start cell's mean "
+                               "distance to its nearest paired training start states over their own median "
+                               "spacing (envs.start_range; ~1 in range); past "
+                               f"{first.range_constants[0]:g} the policy's correction and the guide's borrowed hint "
+                               f"shrink, from {first.range_constants[1]:g} on they are gone (docs/out_of_range.md); "
+                               "NaN for observed cells") if first.start_score is not None else "not computed",
         "latent_path_layout": (f"obsm['X_latent_path'].reshape(n_obs, {horizon + 1}, {n_latent}): latent state "
                                f"at steps 0..{horizon} (0 = start, {horizon} = obsm['X_latent_end']); NaN for "
                                "observed cells. Each run has its own latent space (PCA fitted on its training "
@@ -282,6 +288,8 @@ def _add_predicted_cells(blocks: _Blocks, predictions, columns, labels, perturba
         names, names_how = cell_names(run)
         source = names[prediction.start_rows]
         base = {"run": label, "seed": run.seed}
+        if prediction.start_score is not None:  # each predicted cell carries its start cell's score
+            base["out_of_range_score"] = prediction.start_score
         blocks.X.append(prediction.start_expression[:, cols])
         blocks.obs.append(pd.DataFrame({"kind": "start", "perturbation": run.dataset.control_value,
                                         "source_cell": source, "method": "observed", **base},

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from envs.dataset import PreparedDataset
+from envs.start_range import ranged_policy
 from experiments.prediction.runs import (
     FEATURE_METHODS,
     METHODS,
@@ -235,6 +236,9 @@ class RunPrediction:
         ``"rollout"`` when cells moved in latent space; ``"projection"`` for methods that shift
         cells in gene space (their latent change is the projection of the gene change, the path a
         straight line).
+    start_score, range_constants
+        Out-of-range score of each start cell and the rule's two constants
+        (:class:`envs.start_range.StartRange`); ``None`` for dynamics without a start range.
     """
 
     run: Run
@@ -248,6 +252,8 @@ class RunPrediction:
     perturbation_info: dict[str, dict[str, Any]]
     latent_kind: str
     horizon: int
+    start_score: np.ndarray | None = None  # out-of-range score of each start cell (envs.start_range)
+    range_constants: tuple[float, float] = (float("nan"), float("nan"))  # the rule's (in range, out of range)
 
     @property
     def gene_names(self) -> np.ndarray:
@@ -281,6 +287,9 @@ def predict_run(run: Run, perturbations: Sequence[str], *, method: str = "trpo-p
     context = B.EvalContext(dataset=ds, start_rows={p: rows for p in perturbations}, dynamics=dynamics,
                             train_delta=B.training_deltas(ds) if needs_deltas else {})
     horizon = int(dynamics.config.horizon)
+    start_range = dynamics.start_range
+    if act is not None and dynamics.guided and start_range is not None:
+        act = ranged_policy(act, start_range, dynamics.n_latent)  # out of range the correction gives way
     X0 = np.asarray(ds.expression[rows].toarray(), dtype=np.float64)
     z0 = ds.latent[rows].astype(np.float64)
     predictors = {
@@ -314,4 +323,7 @@ def predict_run(run: Run, perturbations: Sequence[str], *, method: str = "trpo-p
             ends[name] = z0 + dz
     return RunPrediction(run=run, method=method, start_rows=rows, start_expression=X0, start_latent=z0,
                          cells=cells, latent_end=ends, latent_path=paths,
-                         perturbation_info={p: info[p] for p in perturbations}, latent_kind=kind, horizon=horizon)
+                         perturbation_info={p: info[p] for p in perturbations}, latent_kind=kind, horizon=horizon,
+                         start_score=None if start_range is None else start_range.score(z0),
+                         range_constants=(float("nan"), float("nan")) if start_range is None
+                         else (start_range.in_range, start_range.out_of_range))
