@@ -85,8 +85,10 @@ class CellStateDynamics:
         hinted = dataset.meta.get("shift_hint", False) if config.shift_hint is None else config.shift_hint
         # datasets prepared before hints existed keep their observation layout (their policies expect it)
         # the self-effect came with guided actions: older datasets keep the hints their runs saw
+        # and calibrated hints (unseen perturbations' extrapolations shrunk) came later still
         self.hints = ShiftHints(dataset.latent, dataset.pairs, featurizer,
-                                self_effect=bool(dataset.meta.get("guided_actions", False))) if hinted else None
+                                self_effect=bool(dataset.meta.get("guided_actions", False)),
+                                calibrate=bool(dataset.meta.get("calibrated_hints", False))) if hinted else None
         guided = hinted and dataset.meta.get("guided_actions", False) if config.guided is None else config.guided
         if guided and not hinted:
             raise ValueError("guided actions steer toward the shift hint: they need shift_hint on.")

@@ -16,6 +16,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from envs.hint_calibration import HintShrinkage, RidgeFit, hint_shrinkage, ridge_fit
+from envs.hint_calibration import self_effect as _self_effect
+
 __all__ = ["PerturbationFeaturizer", "ShiftHints"]
 
 
@@ -80,7 +83,11 @@ class ShiftHints:
     knockdown's effect on the gene's own axis at the strength the training knockdowns showed on
     theirs (one coefficient shared by all genes: a knocked-down gene's own expression falls, which no
     other gene's features can say); a perturbation with no features at all gets the average shift.
-    The policy still learns the state-dependent rest from the paired targets.
+    With ``calibrate``, the ridge's deviation from the average and the self-effect are each scaled by
+    a factor in ``[0, 1]`` chosen by leaving out each training panel gene in turn
+    (:func:`envs.hint_calibration.hint_shrinkage`), so an unseen perturbation's shift is not
+    inflated by a noisy extrapolation. The policy still learns the state-dependent rest from the
+    paired targets.
 
     Parameters
     ----------
@@ -94,10 +101,13 @@ class ShiftHints:
         Ridge penalty.
     self_effect
         Add the knockdown self-effect (off for datasets prepared before it: their policies never saw it).
+    calibrate
+        Shrink the extrapolated parts of an unseen perturbation's hint (off for datasets prepared
+        before it: their runs keep the hints they were trained and scored with).
     """
 
     def __init__(self, latent: np.ndarray, pairs: dict[str, np.ndarray], featurizer: PerturbationFeaturizer,
-                 *, alpha: float = 1.0, self_effect: bool = True):
+                 *, alpha: float = 1.0, self_effect: bool = True, calibrate: bool = False):
         self.featurizer = featurizer
         self.known = {
             name: np.average(latent[p[:, 1].astype(int)] - latent[p[:, 0].astype(int)], axis=0, weights=p[:, 2])
@@ -105,25 +115,19 @@ class ShiftHints:
         }
         names = sorted(self.known)
         dim = latent.shape[1]
+        self.shrinkage = HintShrinkage()
         if not names:
-            self._mean, self._weights = np.zeros(dim), np.zeros((featurizer.dim, dim))
-            self._feature_mean = np.zeros(featurizer.dim)
+            self._fit = RidgeFit(np.zeros(dim), np.zeros(featurizer.dim), np.zeros((featurizer.dim, dim)))
             self.self_effect = 0.0
             return
         features = np.stack([featurizer(n) for n in names]).astype(np.float64)
         shifts = np.stack([self.known[n] for n in names])
-        self._mean, self._feature_mean, self._weights = _ridge_fit(features, shifts, alpha)
-        # self-effect: what a regression fitted without a training knockdown leaves of it, read
-        # along its own axis (left out, so the fit cannot absorb it)
+        self._fit = ridge_fit(features, shifts, alpha)
         own = np.stack([featurizer.own_axis(n) for n in names])
-        gained = norm = 0.0
-        for i in np.flatnonzero(own.any(axis=1)) if len(names) > 1 and self_effect else []:
-            rest = np.arange(len(names)) != i
-            mean, feature_mean, weights = _ridge_fit(features[rest], shifts[rest], alpha)
-            residual = shifts[i] - mean - (features[i] - feature_mean) @ weights
-            gained += float(residual @ own[i])
-            norm += float(own[i] @ own[i])
-        self.self_effect = gained / norm if norm > 0 else 0.0
+        self.self_effect = _self_effect(features, shifts, own, alpha) if self_effect else 0.0
+        if calibrate:
+            expressible = np.array([n in featurizer.gene_index for n in names])
+            self.shrinkage = hint_shrinkage(features, shifts, own, expressible, alpha, with_self_effect=self_effect)
 
     def __call__(self, perturbation: str) -> np.ndarray:
         """The hint (float32, latent units) of one perturbation, seen or not."""
@@ -132,14 +136,8 @@ class ShiftHints:
             return self.known[name].astype(np.float32)
         feature = self.featurizer(name).astype(np.float64)
         if not feature.any():  # nothing is known about it: the average shift, not an extrapolation from zero
-            return self._mean.astype(np.float32)
-        shift = self._mean + (feature - self._feature_mean) @ self._weights
-        return (shift + self.self_effect * self.featurizer.own_axis(name)).astype(np.float32)
-
-
-def _ridge_fit(features: np.ndarray, targets: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(target mean, feature mean, weights) of a ridge regression with an unpenalized intercept."""
-    target_mean, feature_mean = targets.mean(axis=0), features.mean(axis=0)
-    centred = features - feature_mean
-    gram = centred.T @ centred + alpha * np.eye(features.shape[1])
-    return target_mean, feature_mean, np.linalg.solve(gram, centred.T @ (targets - target_mean))
+            return self._fit.target_mean.astype(np.float32)
+        shrink = self.shrinkage
+        shift = self._fit.target_mean + shrink.ridge * self._fit.deviation(feature)
+        own = self.featurizer.own_axis(name)
+        return (shift + shrink.self_effect * self.self_effect * own).astype(np.float32)

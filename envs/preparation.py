@@ -199,8 +199,9 @@ def prepare_dataset(
             "ignore_values": list(ignore_values), "layer": layer, "test_fraction": test_fraction,
             # policies trained on this dataset observe ShiftHints (envs.perturbation_features) and
             # correct the guide's push toward them (envs.dynamics), per cell from its neighbours' OT
-            # displacements (envs.state_hints); older datasets keep what their runs saw
-            "shift_hint": True, "guided_actions": True, "state_hints": True}
+            # displacements (envs.state_hints), an unseen perturbation's extrapolated hint shrunk by
+            # leave-one-perturbation-out (envs.hint_calibration); older datasets keep what their runs saw
+            "shift_hint": True, "guided_actions": True, "state_hints": True, "calibrated_hints": True}
     return assemble_dataset(cells, control_value, space, latent, expression, truth=truth, meta=meta, **shared)
 
 
