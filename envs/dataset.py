@@ -22,6 +22,8 @@ import scipy.sparse as sp
 from envs.disk_expression import DiskExpression
 from envs.landscape import CellLandscape
 from envs.perturbation_features import PerturbationFeaturizer
+from envs.perturbation_sets import set_syntax_of
+from envs.set_features import SetFeaturizer
 from envs.preprocessing import LatentSpace
 from envs.splits import Split
 from envs.validation import DataValidationError
@@ -67,8 +69,7 @@ class PreparedDataset:
     @property
     def featurizer(self) -> PerturbationFeaturizer:
         """Features of perturbations over every basis row (the ridge baseline's, and what can be expressed)."""
-        return PerturbationFeaturizer(self.latent_space.components, self.latent_space.feature_names,
-                                      self.training_perturbations)
+        return self._featurizer()
 
     @property
     def policy_featurizer(self) -> PerturbationFeaturizer:
@@ -78,8 +79,16 @@ class PreparedDataset:
             return self.featurizer
         first, n_axes = int(basis.get("cell_pcs", 0)), int(basis["gene_axes"])
         shared = [row for row in range(self.n_latent) if not first <= row < first + n_axes]
-        return PerturbationFeaturizer(self.latent_space.components, self.latent_space.feature_names,
-                                      self.training_perturbations, shared_rows=shared)
+        return self._featurizer(shared_rows=shared)
+
+    def _featurizer(self, shared_rows=None) -> PerturbationFeaturizer:
+        # datasets prepared with sets read a set's features member by member (envs.set_features)
+        sets = set_syntax_of(self.meta, self.control_value)
+        if sets.separator is None:
+            return PerturbationFeaturizer(self.latent_space.components, self.latent_space.feature_names,
+                                          self.training_perturbations, shared_rows=shared_rows)
+        return SetFeaturizer(self.latent_space.components, self.latent_space.feature_names,
+                             self.training_perturbations, sets=sets, shared_rows=shared_rows)
 
     def cell_indices(self, label: str, part: str = "train") -> np.ndarray:
         """Indices of cells with ``label`` in the ``"train"``, ``"test"`` or ``"all"`` part."""

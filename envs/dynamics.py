@@ -89,6 +89,7 @@ class CellStateDynamics:
         self.hints = ShiftHints(dataset.latent, dataset.pairs, featurizer,
                                 self_effect=bool(dataset.meta.get("guided_actions", False)),
                                 calibrate=bool(dataset.meta.get("calibrated_hints", False))) if hinted else None
+        self.hints = with_set_shift_hints(dataset, self.hints)  # sets never observed: their members' hints
         guided = hinted and dataset.meta.get("guided_actions", False) if config.guided is None else config.guided
         if guided and not hinted:
             raise ValueError("guided actions steer toward the shift hint: they need shift_hint on.")

@@ -23,7 +23,10 @@ from envs.cell_table import CellTable, annotate_cells
 from envs.dataset import PreparedDataset, jsonable
 from envs.landscape import CellLandscape
 from envs.pairing import stratified_ot_pairs
+from envs.perturbation_sets import DEFAULT_SET_SEPARATOR, SetSyntax
 from envs.preprocessing import BasisOptions, LatentSpace, Modality, preprocess
+from envs.set_hints import DEFAULT_SET_COMPOSITION
+from envs.set_labels import canonical_obs, check_composition, check_heldout_members, resolve_holdout
 from envs.splits import SplitKind
 from envs.synthetic import (
     SYNTHETIC_CONTROL_VALUE,
@@ -73,6 +76,8 @@ def prepare_dataset(
     max_landscape_cells: int = LANDSCAPE_MAX_CELLS,
     out_of_core: bool | None = None,
     workdir: str | Path | None = None,
+    set_separator: str | None = DEFAULT_SET_SEPARATOR,
+    set_composition: str = DEFAULT_SET_COMPOSITION,
     seed: int = 0,
     verbose: bool = False,
 ) -> PreparedDataset:
@@ -132,12 +137,20 @@ def prepare_dataset(
         Out of core: directory of the on-disk expression matrix until the dataset is saved
         (default: a new temporary directory; put it on the disk the dataset will be saved to,
         so saving links the file instead of copying it).
+    set_separator
+        Joins the members of a set in a label (``KLF1+MAP2K6``; ``A+<control>`` is ``A``); ``None``
+        or ``"none"``: every label is one perturbation (:mod:`envs.perturbation_sets`).
+    set_composition
+        How the hints of a set never observed compose its members' (``"sequential"``, the default
+        chosen on synthetic sets, or ``"additive"``; :mod:`envs.set_hints`).
     seed
         Seed of the split, the SVD, the landscape fit and the pairings.
     verbose
         Print each stage and its duration.
     """
     log = _Log(verbose)
+    check_composition(set_composition)
+    sets = SetSyntax(set_separator, control_value)
     split_options = dict(ignore_values=ignore_values, split=split, holdout=holdout, group_key=group_key,
                          covariate_keys=covariate_keys, test_fraction=test_fraction, seed=seed)
     basis_options = dict(response_energy=response_energy, max_response_dims=max_response_dims,
@@ -156,10 +169,13 @@ def prepare_dataset(
             log(f"streaming {data}: {reader.n_obs} cells x {reader.n_vars} features, {reader.stored_nnz} stored values")
             if reader.n_obs == 0:
                 raise DataValidationError("The AnnData has no cells (n_obs == 0).")
-            validate_labels(reader.obs, reader.n_vars, perturbation_key=perturbation_key, control_value=control_value,
+            obs = canonical_obs(reader.obs, perturbation_key, sets)
+            validate_labels(obs, reader.n_vars, perturbation_key=perturbation_key, control_value=control_value,
                             min_cells=min_cells, n_latent=n_latent, ignore_values=ignore_values)
-            cells = annotate_cells(reader.obs, perturbation_key=perturbation_key, control_value=control_value,
+            split_options["holdout"] = _holdout(holdout, obs, perturbation_key, split, sets)
+            cells = annotate_cells(obs, perturbation_key=perturbation_key, control_value=control_value,
                                    **split_options)
+            _check_sets(cells, reader.var_names, sets)
             log(f"split '{cells.split.kind}': {cells.split.train.sum()} train / {cells.split.test.sum()} test cells")
             basis = BasisOptions(cells.labels, control_value, **basis_options)
             where = Path(tempfile.mkdtemp(prefix=".waddington-expression-", dir=workdir))
@@ -180,11 +196,18 @@ def prepare_dataset(
         truth = adata.uns.get("truth")  # the synthetic generator's known truth (also in an AnnData made by it)
         truth = truth if isinstance(truth, dict) and "conditions" in truth else None
         log(f"loaded {source}: {adata.n_obs} cells x {adata.n_vars} features")
+        sets = SetSyntax(set_separator, control_value)  # the synthetic default brings its own control label
+        obs = canonical_obs(adata.obs, perturbation_key, sets)
+        if obs is not adata.obs:  # labels naming one set in several ways (A+ctrl and A, B+A and A+B): merged
+            adata = adata.copy()
+            adata.obs = obs
         validate_perturbation_data(adata, perturbation_key=perturbation_key, control_value=control_value,
                                    min_cells=min_cells, n_latent=n_latent, layer=layer, require_counts=True,
                                    ignore_values=ignore_values, input_kind=input_kind)
+        split_options["holdout"] = _holdout(holdout, adata.obs, perturbation_key, split, sets)
         cells = annotate_cells(adata.obs, perturbation_key=perturbation_key, control_value=control_value,
                                **split_options)
+        _check_sets(cells, adata.var_names, sets)
         log(f"split '{cells.split.kind}': {cells.split.train.sum()} train / {cells.split.test.sum()} test cells")
         adata = adata[cells.keep] if not cells.keep.all() else adata
         basis = BasisOptions(cells.labels, control_value, **basis_options)
@@ -193,6 +216,7 @@ def prepare_dataset(
             layer=layer, normalize=input_kind == "counts", basis=basis, seed=seed,
         )
     log(f"latent space: {space.n_latent} dims ({basis.added}) from {len(space.feature_names)} {modality} features")
+    _check_sets(cells, space.feature_names, sets, where="genes of the panel")
     meta = {"source": source, "perturbation_key": perturbation_key, "seed": seed, "modality": modality,
             "covariate_keys": cells.covariate_keys, "input_kind": input_kind, "basis": basis.added,
             "out_of_core": not isinstance(expression, sp.spmatrix), "n_latent": n_latent, "n_top_genes": n_top_genes,
@@ -202,6 +226,9 @@ def prepare_dataset(
             # displacements (envs.state_hints), an unseen perturbation's extrapolated hint shrunk by
             # leave-one-perturbation-out (envs.hint_calibration); older datasets keep what their runs saw
             "shift_hint": True, "guided_actions": True, "state_hints": True, "calibrated_hints": True}
+    # labels joining members with the separator are sets (envs.perturbation_sets); a set never
+    # observed composes its members' hints so (envs.set_hints)
+    meta.update(set_separator=sets.separator, set_composition=set_composition)
     return assemble_dataset(cells, control_value, space, latent, expression, truth=truth, meta=meta, **shared)
 
 
@@ -239,6 +266,19 @@ def assemble_dataset(
         obs_names=cells.obs_names, expression=expression, truth=jsonable(truth) if truth is not None else None,
         meta=meta,
     )
+
+
+def _holdout(holdout: Sequence[str], obs, perturbation_key: str, split: str, sets: SetSyntax) -> list[str]:
+    """Held-out perturbations in the data's spelling (a group split's value unchanged)."""
+    if split != "perturbations" or perturbation_key not in obs.columns:
+        return list(holdout)
+    return resolve_holdout(holdout, obs[perturbation_key].astype(str).to_numpy(), sets)
+
+
+def _check_sets(cells: CellTable, features, sets: SetSyntax, *, where: str = "genes of the data") -> None:
+    """Every member of a held-out set is a training member or one of ``features`` (else one clear error)."""
+    check_heldout_members(cells.split.heldout_perturbations or [], cells.labels[cells.split.train], features, sets,
+                          where=where)
 
 
 class _Log:

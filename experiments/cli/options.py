@@ -64,6 +64,8 @@ OPTION_TO_SETTING = {
     "holdout": "holdout",
     "group_key": "group_key",
     "covariate_keys": "covariate_keys",
+    "set_separator": "set_separator",
+    "set_composition": "set_composition",
     "test_fraction": "test_fraction",
     "trpo_iters": "trpo_iters",
     "ppo_iters": "ppo_iters",
@@ -86,7 +88,8 @@ def add_ray_options(group) -> None:
 def add_data_options(parser: argparse.ArgumentParser, *, data_help: str) -> None:
     """The data options every command that reads data shares (YAML: the same keys, snake_case)."""
     g = parser.add_argument_group("data (YAML keys: data, perturbation_key, control_value, ignore_values, layer, "
-                                  "input_kind, n_latent, split, holdout, group_key, covariate_keys, test_fraction)")
+                                  "input_kind, n_latent, split, holdout, group_key, covariate_keys, test_fraction, set_separator, "
+                                  "set_composition)")
     g.add_argument("--data", help=data_help)
     g.add_argument("--perturbation-key", help="obs column with perturbation labels (real data)")
     g.add_argument("--control-value", help="control label in that column (real data)")
@@ -103,6 +106,10 @@ def add_data_options(parser: argparse.ArgumentParser, *, data_help: str) -> None
                    "within which controls are paired with perturbed cells (default: none; a group split's "
                    "--group-key always is one)")
     g.add_argument("--test-fraction", type=float, help="held-out fraction of cells (default 0.2)")
+    g.add_argument("--set-separator", metavar="SEP", help="joins the members of a set in a label, e.g. KLF1+MAP2K6 "
+                   "(default '+'; A+<control> is A); 'none': every label is one perturbation (docs/sets.md)")
+    g.add_argument("--set-composition", choices=["additive", "sequential"], help="how a set never observed composes "
+                   "its members' per-cell hints (default sequential, chosen on synthetic sets; docs/sets.md)")
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:

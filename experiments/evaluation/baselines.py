@@ -28,6 +28,10 @@ Baselines (all fitted on training cells only):
   sample per training perturbation.
 * ``ridge + self-effect``: ridge, plus for a panel gene unseen in training the drop of its own
   expression that the training knockdowns showed at theirs (one shared number).
+* ``additive``: for a set (``A+B``, :mod:`envs.perturbation_sets`), start cells + the sum of its
+  members' training deltas; a member without training cells contributes its ``ridge + self-effect``
+  delta. The field's strongest baseline on combinations (Ahlmann-Eltze et al. 2025). Sets only:
+  for a single the row is omitted.
 * ``drift``: the landscape alone: the env dynamics rolled for ``horizon`` steps with zero push.
 * ``hint-controller``: the guide alone: the scripted push toward each start cell moved by the
   its hint, per cell where the perturbation has training pairs (what a guided policy does with a
@@ -61,6 +65,7 @@ __all__ = [
     "perturbation_mean",
     "ridge",
     "ridge_self_effect",
+    "additive",
     "drift",
     "hint_controller",
     "rollout",
@@ -237,6 +242,32 @@ def ridge_self_effect(context: EvalContext, perturbation: str, rng: np.random.Ge
     return shifted_by(context, perturbation, delta)
 
 
+def additive(context: EvalContext, perturbation: str, rng: np.random.Generator) -> Prediction:
+    """Start cells + the sum of a set's members' gene-space training deltas (``ridge + self-effect`` for an unseen member).
+
+    Raises ``KeyError`` for a single perturbation (the row is omitted) and for datasets prepared
+    without sets.
+    """
+    from envs.perturbation_sets import set_syntax_of
+
+    sets = set_syntax_of(context.dataset.meta, context.dataset.control_value)
+    members = sets.members(perturbation) if sets.separator is not None else (str(perturbation),)
+    if len(members) < 2:
+        raise KeyError(f"additive composes the members of a set; {perturbation!r} is a single perturbation.")
+    return shifted_by(context, perturbation, np.sum([_member_delta(context, m) for m in members], axis=0))
+
+
+def _member_delta(context: EvalContext, member: str) -> np.ndarray:
+    """A member's training delta, or its ``ridge + self-effect`` prediction when it has no training cells."""
+    if member in context.train_delta:
+        return context.train_delta[member]
+    delta = _ridge_delta(context, member, 1.0).copy()
+    gene = context.dataset.featurizer.gene_index.get(member)
+    if gene is not None:
+        delta[gene] += knockdown_self_effect(context)
+    return delta
+
+
 def knockdown_self_effect(context: EvalContext) -> float:
     """Mean over training panel knockdowns: their own gene's change minus the other perturbations' mean change of it."""
     if "self-effect" not in context.cache:
@@ -331,6 +362,7 @@ BASELINES: dict[str, Predictor] = {
     "perturbation-mean": perturbation_mean,
     "ridge": ridge,
     "ridge + self-effect": ridge_self_effect,
+    "additive": additive,
     "drift (a=0)": drift,
     "hint-controller": hint_controller,
 }

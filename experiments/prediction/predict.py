@@ -12,7 +12,8 @@ the run saved one, else it is rebuilt from the run's settings (the same call tra
 
 What cannot be predicted is refused up front with one :class:`PredictionError` naming what can:
 an unknown perturbation, a perturbation the policy cannot tell apart (held out in training and not
-a gene of the panel: its features are all zero), an unknown group key or value, a missing policy.
+a gene of the panel: its features are all zero), a set (``KLF1+MAP2K6``, :mod:`envs.perturbation_sets`)
+with a member that cannot be expressed, an unknown group key or value, a missing policy.
 """
 
 from __future__ import annotations
@@ -66,6 +67,11 @@ def _describe_expressible(dataset: PreparedDataset) -> str:
 def check_perturbations(dataset: PreparedDataset, names: Sequence[str], method: str) -> dict[str, dict[str, Any]]:
     """Refuse what ``method`` cannot predict; return per perturbation how it is expressed.
 
+    A set (members joined by the dataset's separator) is known when it is a label of the data, or
+    when every member is known: a label or a member of one, or a gene of the panel. Feature methods
+    need every member expressible; a set never observed is predicted from its members' hints,
+    composed as the dataset says (:mod:`envs.set_hints`).
+
     A name is *known* when it is a label of the data (seen or held out) or a gene of the panel (a
     knockdown of a panel gene has a direction in latent space even if no cell was ever perturbed).
     Methods that read features (policies, ridge) also need it *expressible*: a training
@@ -77,13 +83,30 @@ def check_perturbations(dataset: PreparedDataset, names: Sequence[str], method: 
     duplicates = sorted({n for n in names if list(names).count(n) > 1})
     if duplicates:
         raise PredictionError(f"Perturbations named twice: {duplicates}.")
+    from envs.perturbation_sets import PerturbationSetError, members_of_all, set_syntax_of
+
     featurizer = dataset.featurizer
     panel = set(map(str, dataset.latent_space.feature_names))
     labels = set(dataset.perturbations)
     training = set(dataset.training_perturbations)
+    sets = set_syntax_of(dataset.meta, dataset.control_value)
     info: dict[str, dict[str, Any]] = {}
     for name in names:
         name = str(name)
+        try:
+            members = sets.members(name)
+        except PerturbationSetError as exc:
+            raise PredictionError(str(exc)) from exc
+        if len(members) > 1:
+            info[name] = _check_set(dataset, name, members, method, sets, members_of_all(sorted(labels), sets))
+            continue
+        if len(members) == 1 and members[0] != name:  # A+ctrl is A
+            name_of = members[0]
+        else:
+            name_of = name
+        if name_of != name:
+            info[name] = {**check_perturbations(dataset, [name_of], method)[name_of], "member_of": name_of}
+            continue
         if name == dataset.control_value:
             raise PredictionError(f"'{name}' is the control label; name a perturbation. "
                                   + _describe_expressible(dataset))
@@ -108,6 +131,42 @@ def check_perturbations(dataset: PreparedDataset, names: Sequence[str], method: 
                              else "one-hot id of a training perturbation" if name in training else "none"),
         }
     return info
+
+
+def _check_set(dataset: PreparedDataset, name: str, members: Sequence[str], method: str, sets,
+               data_members: Sequence[str]) -> dict[str, Any]:
+    """How a set is expressed, or one :class:`PredictionError` naming the member that cannot be."""
+    from envs.set_features import unexpressible_members
+
+    labels = list(dataset.perturbations)
+    spelled = sets.resolve(name, labels)
+    training = set(dataset.training_perturbations)
+    panel = set(map(str, dataset.latent_space.feature_names))
+    observed = spelled in labels
+    if not observed:
+        unknown = [m for m in members if m not in data_members and m not in panel]
+        if unknown:
+            raise PredictionError(f"Set '{name}': member(s) {unknown} unknown: not a perturbation (or a member of "
+                                  "one) in the run's data and not a gene of its panel. " + _describe_expressible(dataset))
+    mute = unexpressible_members(dataset.featurizer, name)
+    if method in FEATURE_METHODS and mute and spelled not in training:
+        raise PredictionError(
+            f"Set '{name}': member(s) {mute} cannot be expressed (held out in training and not genes of the panel: "
+            f"their features are all zero), so --method {method} cannot tell them apart. Expressible members: "
+            f"{sorted(m for m in data_members if m not in mute and not unexpressible_members(dataset.featurizer, m))}, "
+            "or any gene of the panel.")
+    if method == "perturbation-mean" and spelled not in training:
+        raise PredictionError(f"--method perturbation-mean needs training cells of '{name}' (it was held out "
+                              f"or never observed). Training perturbations: {sorted(training)}.")
+    composition = dataset.meta.get("set_composition", "sequential")
+    return {
+        "seen_in_training": spelled in training,
+        "in_data": observed,
+        "in_panel": False,
+        "members": list(members),
+        "expressed_as": ("an observed set: its own hints" if spelled in training
+                         else f"a set: its members' hints composed ({composition})"),
+    }
 
 
 def known_group_keys(dataset: PreparedDataset) -> list[str]:

@@ -49,6 +49,8 @@ def dataset_options(settings: TwoStageSettings) -> dict[str, Any]:
         input_kind=settings.input_kind,
         ignore_values=list(settings.ignore_values),
         covariate_keys=list(settings.covariate_keys),
+        set_separator=settings.set_separator,
+        set_composition=settings.set_composition,
     )
 
 

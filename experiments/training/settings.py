@@ -39,6 +39,10 @@ class TwoStageSettings:
     covariate_keys
         obs columns (cell type, donor, batch) within whose combinations control cells are paired
         with perturbed cells; a group split's ``group_key`` is always one of them.
+    set_separator, set_composition
+        Labels joining members with ``set_separator`` are sets (``None``/``"none"``: no sets); a set
+        never observed composes its members' hints ``"sequential"``-ly or ``"additive"``-ly
+        (:mod:`envs.perturbation_sets`, :mod:`envs.set_hints`).
     trpo_iters, ppo_iters, seed
         Iterations of each stage (``train_batch_size`` env steps each; the most when a plateau
         stops a stage first) and the seed of everything.
@@ -83,6 +87,8 @@ class TwoStageSettings:
     group_key: str | None = None
     test_fraction: float = 0.2
     covariate_keys: list[str] = field(default_factory=list)
+    set_separator: str | None = "+"
+    set_composition: str = "sequential"
     # schedule: at most 40 TRPO + 200 PPO iterations; a stage ends earlier on a plateau of its return (the
     # rule needs 2 * plateau_patience returns, so at the defaults only PPO can stop early)
     trpo_iters: int = 40
@@ -190,6 +196,10 @@ class TwoStageSettings:
         if self.split == "group" and len(self.holdout) != 1:
             raise SettingsError(f"--split group holds out exactly one group value (--holdout VALUE), "
                                 f"got {list(self.holdout)}.")
+        if self.set_separator is not None and not isinstance(self.set_separator, str):
+            raise SettingsError(f"set_separator must be a string ('none' turns sets off), got {self.set_separator!r}.")
+        if self.set_composition not in ("additive", "sequential"):
+            raise SettingsError(f"set_composition must be 'additive' or 'sequential', got {self.set_composition!r}.")
         if not 0 < _check_number(self, "test_fraction") < 1:
             raise SettingsError(f"test_fraction must lie in (0, 1), got {self.test_fraction!r}.")
 
@@ -224,6 +234,10 @@ def dataset_settings(dataset: Any) -> dict[str, Any]:
         # recorded by preparation since out-of-core preparation came; absent from older datasets
         **{key: dataset.meta[key] for key in ("n_latent", "ignore_values", "layer", "test_fraction", "input_kind")
            if key in dataset.meta},
+        # recorded since sets came (envs.perturbation_sets); older datasets have no sets
+        **({"set_separator": dataset.meta.get("set_separator"),
+            "set_composition": dataset.meta.get("set_composition", "sequential")} if "set_separator" in dataset.meta
+           else {"set_separator": None}),
     }
 
 
