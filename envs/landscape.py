@@ -17,6 +17,7 @@ from functools import cached_property
 import numpy as np
 from scipy.special import logsumexp
 from sklearn.mixture import GaussianMixture
+from threadpoolctl import threadpool_limits
 
 __all__ = ["CellLandscape"]
 
@@ -60,7 +61,11 @@ class CellLandscape:
         n_wells = max(1, min(n_wells, latent.shape[0] // 5))
         gmm = GaussianMixture(
             n_components=n_wells, covariance_type="full", reg_covar=reg_covar, random_state=seed, n_init=1
-        ).fit(latent)
+        )
+        # EM on many small (d x d) matrices: BLAS/OpenMP threads cost more than they share (7x slower
+        # on 2 busy cores, same result), so the fit runs on one thread
+        with threadpool_limits(limits=1):
+            gmm.fit(latent)
         return cls(gmm.weights_.copy(), gmm.means_.copy(), gmm.precisions_cholesky_.copy())
 
     @property
