@@ -103,6 +103,24 @@ def test_train_dir_has_a_complete_manifest_its_dataset_and_quiet_output(first_ru
     assert summary["handoff_max_abs_diff"] <= 1e-6
 
 
+def test_evaluate_and_predict_are_quiet_with_q(first_run, tmp_path):
+    """-q on the commands that load or train policies: RLlib's warnings (its new-API-stack notice when it
+    builds an algorithm, its RLModule deprecation notice when it loads one) go to the log, not the terminal."""
+    def waddington(*argv):
+        proc = subprocess.run([*WADDINGTON, *map(str, argv)], cwd=REPO, env=subprocess_env(), capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc
+
+    scored = waddington("evaluate", "--run", first_run["dir"], "--num-cpus", "2", "-q", "-o", tmp_path / "ev")
+    assert scored.stderr == "", scored.stderr
+    assert "new API stack" in (tmp_path / "ev" / "ray.log").read_text()  # the PPO-only ablation was built
+    predicted = waddington("predict", "--run", first_run["dir"], "-p", "A", "--n-cells", "10", "-q",
+                           "-o", tmp_path / "pred.h5ad")
+    assert predicted.stderr == "", predicted.stderr
+    assert (tmp_path / "pred.ray.log").is_file() and predicted.stdout.startswith("wrote ")
+
+
 def test_a_dir_holding_a_run_is_refused(first_run, tiny, capsys, tmp_path):
     out = first_run["dir"]
     before = (out / "manifest.json").read_text()
@@ -268,7 +286,7 @@ def test_manifest_marks_interrupted_and_failed_runs(tmp_path):
 def test_overwrite_replaces_a_run_whole_or_not_at_all(tmp_path, monkeypatch):
     from experiments.cli.errors import UsageError
     from experiments.cli.run_dirs import start_run
-    from experiments.training import run_manifest
+    from experiments.runs import manifest as run_manifest
 
     out = tmp_path / "run"
     start_run(out, kind="train", args=_args(["train"]), overwrite=False, settings={}, seed=0, input=None)

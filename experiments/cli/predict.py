@@ -16,6 +16,7 @@ import time
 
 from experiments.cli.errors import UsageError
 from experiments.cli.options import csv_list
+from experiments.cli.runtime import LibraryLog, library_log_path, run_command
 
 __all__ = ["HELP", "NAME", "add_arguments", "run"]
 
@@ -55,11 +56,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write the data's own cells of each perturbation (kind='observed')")
     parser.add_argument("--output", "-o", required=True, metavar="FILE.h5ad", help="output .h5ad file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    parser.add_argument("--quiet", "-q", action="store_true", help="less progress output")
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        help="less progress output; Ray's and RLlib's messages go to FILE.ray.log beside the output")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``waddington predict``; 0 when the file is written."""
+    return run_command(_run, args)
+
+
+def _run(args: argparse.Namespace, library_log: list) -> int:
     from envs.validation import DataValidationError
     from experiments.evaluation.checkpoints import CheckpointError
     from experiments.prediction.output import (
@@ -79,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
     command = "waddington " + " ".join(getattr(args, "argv", None) or ["predict"])
     try:
         out = check_output_path(args.output, overwrite=args.overwrite)  # before anything slow
+        if args.quiet:  # RLlib's and Ray's messages go beside the output, not to the terminal
+            library_log.append(LibraryLog().start())
+            library_log[0].attach(library_log_path(out))
         if args.n_cells < 1:
             raise PredictionError(f"--n-cells must be >= 1, got {args.n_cells}.")
         adata = predict_anndata(

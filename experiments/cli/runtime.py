@@ -19,11 +19,16 @@ from pathlib import Path
 
 from experiments.cli.errors import UsageError
 
-__all__ = ["output_dir", "check_address", "init_ray", "LibraryLog", "LIBRARY_LOG_NAME", "Interrupts",
-           "raise_if_interrupted", "run_command"]
+__all__ = ["output_dir", "check_address", "init_ray", "LibraryLog", "LIBRARY_LOG_NAME", "library_log_path",
+           "Interrupts", "raise_if_interrupted", "run_command"]
 
 #: With ``-q``, Ray/RLlib/Tune logging and Python warnings go to this file in the run directory.
 LIBRARY_LOG_NAME = "ray.log"
+
+
+def library_log_path(output_file: Path) -> Path:
+    """The library log of a command whose output is one file (``predict``): ``FILE.ray.log`` beside it."""
+    return output_file.with_name(f"{output_file.stem}.{LIBRARY_LOG_NAME}")
 
 
 def output_dir(args: argparse.Namespace, prefix: str) -> Path:
@@ -65,12 +70,13 @@ def init_ray(args: argparse.Namespace) -> None:
     With ``-q`` Ray's own logger is not configured: its records go to the :class:`LibraryLog`.
     """
     import ray
+    import ray.rllib  # noqa: F401  (every command that starts Ray trains: RLlib's terminal handler comes off now)
 
     address = check_address(getattr(args, "address", None))
+    LibraryLog.quiet_ray()
     if ray.is_initialized():
         return
     quiet = {"configure_logging": False} if args.quiet else {}
-    LibraryLog.quiet_ray()
     if address is None:
         from experiments.training.ray_runtime import start_local_ray
 
