@@ -64,7 +64,9 @@ class CellStateEnv(gym.Env):
 
     A (control cell, perturbed cell) pair drawn from the exact OT plan between training control
     cells and the cells of a perturbation drawn uniformly from the training perturbations (or the
-    fixed ``perturbation``).
+    fixed ``perturbation``). With a held-out group (guided actions), a share of episodes starts at
+    that group's control cells instead, with the guide's goal as ``y`` (``info["target_cell"]`` -1):
+    a prediction starts there (``envs.dynamics``, ``docs/out_of_range.md``).
 
     ## Episode End
 
@@ -88,6 +90,8 @@ class CellStateEnv(gym.Env):
     | ``shift_hint``     | ``None``       | observe the perturbation's mean shift (``envs.perturbation_features.ShiftHints``); ``None``: on for datasets prepared with it (all new ones) |
     | ``guided``         | ``None``       | actions correct the guide's push toward ``z_0 + hint``; ``None``: on for datasets prepared with it (all new ones); needs ``shift_hint`` |
     | ``state_hint_neighbours`` | ``None`` | the hint of a cell is the mean OT displacement of this many neighbouring paired control cells (``envs.state_hints``); ``0``: the perturbation's mean shift for every cell; ``None``: 20 for datasets prepared with it (all new ones) |
+    | ``start_range``    | ``None``       | out-of-range start cells' hints shrink toward the mean shift (``envs.start_range``); ``None``: on with guided actions |
+    | ``heldout_start_share`` | ``None``  | share of episodes starting at a held-out group's control cells, toward the guide's goal; ``None``: their share of the starts, at most 0.25; ``0``: none |
     | ``seed``           | ``0``          | seed of data preparation (split, fits); episodes follow ``reset(seed=)`` |
     | ``dataset_options``| ``None``       | more keyword options for ``envs.prepare_dataset``               |
 
@@ -118,6 +122,8 @@ class CellStateEnv(gym.Env):
         shift_hint: bool | None = None,
         guided: bool | None = None,
         state_hint_neighbours: int | None = None,
+        start_range: bool | None = None,
+        heldout_start_share: float | None = None,
         seed: int = 0,
         dataset_options: dict[str, Any] | None = None,
         render_mode: str | None = None,
@@ -132,7 +138,8 @@ class CellStateEnv(gym.Env):
         )
         config = DynamicsConfig(horizon=horizon, dt=dt, action_scale=action_scale, noise_std=noise_std,
                                 action_cost=action_cost, shift_hint=shift_hint, guided=guided,
-                                state_hint_neighbours=state_hint_neighbours)
+                                state_hint_neighbours=state_hint_neighbours, start_range=start_range,
+                                heldout_start_share=heldout_start_share)
         self.dynamics = CellStateDynamics(self.dataset, config, perturbation=perturbation, cells=cells)
         low, high = self.dynamics.observation_bounds()
         self.observation_space = spaces.Box(low, high, dtype=np.float32)

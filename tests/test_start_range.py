@@ -112,6 +112,19 @@ def test_episodes_also_start_at_the_held_out_groups_controls_toward_the_guides_g
     assert off.heldout_share == 0.0 and (off.sample_episodes(np.random.default_rng(0), 200)[2] >= 0).all()
 
 
+def test_the_envs_take_the_options_and_step_episodes_toward_the_guides_goal():
+    from envs.vector_env import CellStateVectorEnv
+
+    env = CellStateVectorEnv(num_envs=32, data=_far_dataset().env_view(), heldout_start_share=0.5, stagger=False)
+    assert env.dynamics.heldout_share == 0.5 and env.dynamics.start_range is not None
+    env.reset(seed=0)
+    far = np.isin(env._z0, _far_dataset().latent[env.dynamics.heldout_starts]).all(axis=1)
+    assert far.any() and (~far).any()
+    np.testing.assert_allclose(env._y[far], env._goal[far])  # their target is the guide's goal
+    _, reward, *_ = env.step(np.zeros((32, env.dynamics.n_latent)))
+    assert np.isfinite(reward).all()
+
+
 def test_a_cell_split_keeps_its_episode_stream(synthetic_dataset):
     from envs.dynamics import CellStateDynamics, DynamicsConfig
 
@@ -162,3 +175,29 @@ def test_evaluation_reports_the_share_out_of_range_and_draws_it(tmp_path):
     assert len(scores["start"]) == info["n_start_cells"] and np.median(scores["reference"]) == pytest.approx(1.0)
     result = EvaluationResult(rows=[], per_perturbation=[], info={"start_range": info}, start_scores=scores)
     assert plot_start_range(tmp_path / "r.png", result).is_file()
+
+
+@pytest.mark.slow
+def test_on_a_far_held_out_group_the_policy_does_no_harm(ray_local, tmp_path):
+    """TRPO -> PPO delta MSE <= control-mean's and <= the guide's on a group far from every training group."""
+    from experiments import api
+    from experiments.evaluation.baselines import control_mean, hint_controller
+    from experiments.evaluation.evaluate import evaluate_dataset, policy_predictor
+    from experiments.prediction.runs import load_run
+    from helpers import tiny_settings
+
+    import envs
+
+    adata = envs.make_synthetic_perturbation_data(n_perturbations=3, n_control_cells=300,
+                                                  n_cells_per_perturbation=120, n_genes=60, far_group=True, seed=0)
+    dataset = api.prepare(adata, perturbation_key="perturbation", control_value="control", split="group",
+                          holdout=["far"], group_key="group", n_latent=6, n_top_genes=60, seed=0)
+    run = load_run(api.train(dataset, output=tmp_path / "run", verbose=False,
+                             **tiny_settings(trpo_iters=3, ppo_iters=3, train_batch_size=512)))
+    methods = {"control-mean": control_mean, "hint-controller": hint_controller,
+               "TRPO->PPO": policy_predictor(run.policy("trpo-ppo"))}
+    result = evaluate_dataset(run.dataset, methods, env_config=run.env_config, max_start_cells=200,
+                              references=False, keep_examples=0)
+    mse = {r["method"]: r["value"] for r in result.rows if r["metric"] == "delta_mse_all"}
+    assert result.info["start_range"]["share_far"] == 1.0
+    assert mse["TRPO->PPO"] <= mse["control-mean"] and mse["TRPO->PPO"] <= mse["hint-controller"]
