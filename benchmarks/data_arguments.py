@@ -34,3 +34,18 @@ def prepare_from_arguments(args: argparse.Namespace, **options: Any):
     return envs.prepare_dataset(args.data, perturbation_key=args.perturbation_key, control_value=args.control_value,
                                 split=args.split, holdout=holdout, group_key=args.group_key,
                                 ignore_values=split_list(args.ignore), **options)
+
+
+def unseen_split_arguments(description: str, default_out: str) -> argparse.Namespace:
+    """Parse the data options plus ``--seeds`` and ``--out`` for a benchmark judged on unseen perturbations only.
+
+    Refuses any split other than ``--split perturbations`` (one clear error).
+    """
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_arguments(parser)
+    parser.add_argument("--seeds", default="0", help="seeds (A,B): each prepares the data again")
+    parser.add_argument("--out", default=default_out)
+    args = parser.parse_args()
+    if args.split != "perturbations":
+        parser.error("this benchmark is judged on unseen perturbations: use --split perturbations --holdout A,B")
+    return args

@@ -23,7 +23,6 @@ held-out perturbations of ``--split perturbations``. Prints a table (mean over s
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -32,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.data_arguments import add_data_arguments, prepare_from_arguments, split_list  # noqa: E402
+from benchmarks.data_arguments import prepare_from_arguments, split_list, unseen_split_arguments  # noqa: E402
 
 METRICS = ("delta_pearson_top20", "delta_pearson_top100", "delta_pearson_all", "delta_mse_all")
 
@@ -105,13 +104,7 @@ def methods_for(dataset) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_data_arguments(parser)
-    parser.add_argument("--seeds", default="0", help="seeds (A,B): each prepares the data again")
-    parser.add_argument("--out", default="benchmarks/results/gene_features.json")
-    args = parser.parse_args()
-    if args.split != "perturbations":
-        parser.error("gene features are judged on unseen perturbations: use --split perturbations --holdout A,B")
+    args = unseen_split_arguments(__doc__, "benchmarks/results/gene_features.json")
 
     from experiments.evaluation.evaluate import evaluate_dataset
 
