@@ -88,7 +88,8 @@ def test_relative_links_resolve(doc):
 
 def test_anchor_slugs_follow_github(tmp_path):
     page = tmp_path / "page.md"
-    page.write_text("# The environment (`waddington/CellState-v0`)\n## Does TRPO's start beat PPO?\n## Notes\n## Notes\n")
+    page.write_text("# The environment (`waddington/CellState-v0`)\n## Does TRPO's start beat PPO?\n"
+                    "## Notes\n## Notes\n")
     assert anchors(page) == {"the-environment-waddingtoncellstate-v0", "does-trpos-start-beat-ppo", "notes", "notes-1"}
 
 

@@ -53,8 +53,10 @@ def _expanded_help(parser: argparse.ArgumentParser, action: argparse.Action) -> 
 
 
 def _default(action: argparse.Action) -> str:
-    """How the default of one option is shown: flags are ``off``; ``None`` (the value comes from the
-    run settings or is absent; the help says which) is a dash."""
+    """How the default of one option is shown: ``required``; flags ``off``; ``None`` (the value comes
+    from the run settings or is absent; the help says which) a dash."""
+    if action.required:
+        return "required"
     if action.nargs == 0:
         return "off" if not action.default else "on"
     value = action.default
@@ -65,18 +67,13 @@ def _default(action: argparse.Action) -> str:
     return f"`{value}`"
 
 
-def _names(action: argparse.Action) -> str:
-    """The option strings (long name first, then aliases) and the value it takes."""
+def _names(parser: argparse.ArgumentParser, action: argparse.Action) -> str:
+    """The option strings (long name first, then aliases) and the value it takes, as ``--help`` shows it."""
     names = sorted(action.option_strings, key=lambda s: (not s.startswith("--"), s))
     shown = ", ".join(f"`{name}`" for name in names)
     if action.nargs == 0:
         return shown
-    if action.choices is not None:
-        value = "{" + ",".join(str(c) for c in action.choices) + "}"
-    else:
-        value = action.metavar or action.dest.upper()
-        if isinstance(value, tuple):
-            value = " ".join(value)
+    value = parser._get_formatter()._format_args(action, action.dest.upper())
     return f"{shown} `{value}`"
 
 
@@ -92,7 +89,8 @@ def _groups(parser: argparse.ArgumentParser) -> Iterator[tuple[str, list[argpars
 def _positionals(parser: argparse.ArgumentParser) -> list[argparse.Action]:
     """Positional arguments of ``parser`` (subcommand choosers excluded)."""
     return [a for a in parser._actions
-            if not a.option_strings and not isinstance(a, argparse._SubParsersAction) and a.help is not argparse.SUPPRESS]
+            if not a.option_strings and not isinstance(a, argparse._SubParsersAction)
+            and a.help is not argparse.SUPPRESS]
 
 
 def _render_command(name: str, parser: argparse.ArgumentParser) -> list[str]:
@@ -109,7 +107,7 @@ def _render_command(name: str, parser: argparse.ArgumentParser) -> list[str]:
         lines.append("")
     for title, actions in _groups(parser):
         lines += [f"**{_cell(title)}**", "", "| option | default | help |", "|---|---|---|"]
-        lines += [f"| {_names(a)} | {_default(a)} | {_cell(_expanded_help(parser, a))} |" for a in actions]
+        lines += [f"| {_names(parser, a)} | {_default(a)} | {_cell(_expanded_help(parser, a))} |" for a in actions]
         lines.append("")
     return lines
 
