@@ -100,7 +100,10 @@ class CellLandscape:
         """grad U(z), same shape as ``z``; the drift is its negative."""
         z2 = np.atleast_2d(np.asarray(z, dtype=np.float64))
         log_prob, whitened = self._component_terms(z2)
-        responsibility = np.exp(log_prob - logsumexp(log_prob, axis=1, keepdims=True))
+        # softmax over wells by hand: scipy's logsumexp (array-API dispatch) was half of this function's
+        # time, and this runs on every env step
+        responsibility = np.exp(log_prob - log_prob.max(axis=1, keepdims=True))
+        responsibility /= responsibility.sum(axis=1, keepdims=True)
         # P_k (z - mu_k) = L_k y_k with y_k = L_k^T (z - mu_k)
         pulled = np.einsum("kde,nke->nkd", self.precision_cholesky, whitened)
         grad = np.einsum("nk,nkd->nd", responsibility, pulled)
