@@ -40,3 +40,23 @@ def test_train_writes_summary(tmp_path):
     assert manifest["status"] == "complete" and manifest["seed"] == 3 and manifest["settings"]["trpo_iters"] == 2
     assert manifest["input"]["kind"] == "prepared dataset" and len(manifest["input"]["sha256"]) == 64
     assert [c["stage"] for c in manifest["checkpoints"]] == ["trpo", "ppo"]
+
+
+def test_main_job_schedule_is_trains_own_and_yields_to_yaml_and_flags(tmp_path):
+    """`train` runs the short main-job schedule; YAML and flags still win, and `evaluate` keeps the results' budget."""
+    from experiments.cli import evaluate, train
+    from experiments.cli.main import build_parser
+
+    parser = build_parser()
+    assert train._settings(parser.parse_args(["train"])).trpo_iters == train.TRAIN_DEFAULTS["trpo_iters"]
+    assert train._settings(parser.parse_args(["train"])).plateau_patience == train.TRAIN_DEFAULTS["plateau_patience"]
+    cfg = tmp_path / "budget.yaml"
+    cfg.write_text(yaml.safe_dump({"trpo_iters": 3, "plateau_patience": 0}))
+    from_yaml = train._settings(parser.parse_args(["train", "--config", str(cfg)]))
+    assert (from_yaml.trpo_iters, from_yaml.plateau_patience) == (3, 0)
+    assert train._settings(parser.parse_args(["train", "--config", str(cfg), "--trpo-iters", "5"])).trpo_iters == 5
+    scored = evaluate._base_settings(parser.parse_args(["evaluate", "--data", "synthetic"]))
+    assert scored.trpo_iters == 40 and scored.plateau_patience == 30
+    train_help = next(a.help for a in parser._subparsers._group_actions[0].choices["train"]._actions
+                      if a.dest == "trpo_iters")
+    assert f"(default: {train.TRAIN_DEFAULTS['trpo_iters']})" in train_help

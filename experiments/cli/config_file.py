@@ -32,11 +32,13 @@ def load_yaml(path: str | None) -> dict[str, Any]:
 
 
 def settings_from_args(
-    args: argparse.Namespace, *, extra_keys: Iterable[str] = (), overrides: dict[str, Any] | None = None
+    args: argparse.Namespace, *, extra_keys: Iterable[str] = (), overrides: dict[str, Any] | None = None,
+    defaults: dict[str, Any] | None = None,
 ):
     """(validated two-stage settings, the YAML's ``extra_keys`` such as sweep grids).
 
-    Precedence: defaults < YAML < command-line options < ``overrides``.
+    Precedence: ``TwoStageSettings`` defaults < the command's own ``defaults`` < YAML < command-line
+    options < ``overrides``.
     """
     from experiments.training.settings import (
         CELLSTATE_ENV,
@@ -45,7 +47,7 @@ def settings_from_args(
         infer_split,
     )
 
-    raw = load_yaml(getattr(args, "config", None))
+    raw = {**(defaults or {}), **load_yaml(getattr(args, "config", None))}
     other = {k: raw.pop(k) for k in list(raw) if k in set(extra_keys)}
     for option, key in OPTION_TO_SETTING.items():
         value = getattr(args, option, None)
