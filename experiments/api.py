@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["evaluate", "predict", "prepare", "train"]
 
 #: Methods :func:`evaluate` scores by default (baselines; a run adds its policies).
-DEFAULT_BASELINES = ("control-mean", "train-mean", "perturbation-mean", "ridge", "drift")
+DEFAULT_BASELINES = ("control-mean", "train-mean", "perturbation-mean", "ridge", "drift", "additive")
 
 
 def prepare(
@@ -337,7 +337,8 @@ def evaluate(
     if methods is None:
         methods = [*DEFAULT_BASELINES, *[m for m in ("trpo", "trpo-ppo", "ppo-only") if m in run.policies]]
     baselines = {"control-mean": B.control_mean, "train-mean": B.train_mean,
-                 "perturbation-mean": B.perturbation_mean, "ridge": B.ridge, "drift": B.drift}
+                 "perturbation-mean": B.perturbation_mean, "ridge": B.ridge, "drift": B.drift,
+                 "additive": B.additive}  # additive: sets only (skipped for singles)
     predictors = {}
     for name in methods:
         if name not in METHODS:

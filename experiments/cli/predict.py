@@ -26,7 +26,7 @@ HELP = ("predict perturbed cells with a trained run (held-out panel genes and gr
 
 #: ``--method`` choices (kept here so ``--help`` needs no heavy import).
 METHOD_CHOICES = ("trpo-ppo", "trpo", "ppo-only", "train-mean", "perturbation-mean", "ridge", "drift", "hint-controller",
-                  "control-mean")
+                  "control-mean", "additive")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

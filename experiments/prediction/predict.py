@@ -105,7 +105,7 @@ def check_perturbations(dataset: PreparedDataset, names: Sequence[str], method: 
         else:
             name_of = name
         if name_of != name:
-            info[name] = {**check_perturbations(dataset, [name_of], method)[name_of], "member_of": name_of}
+            info[name] = {**check_perturbations(dataset, [name_of], method)[name_of], "same_as": name_of}
             continue
         if name == dataset.control_value:
             raise PredictionError(f"'{name}' is the control label; name a perturbation. "
@@ -337,7 +337,7 @@ def predict_run(run: Run, perturbations: Sequence[str], *, method: str = "trpo-p
     ds = run.dataset
     info = dict(perturbation_info or check_perturbations(ds, list(perturbations), method))
     act = run.policy(method) if method in POLICY_METHODS else None
-    needs_deltas = method in ("train-mean", "perturbation-mean", "ridge")
+    needs_deltas = method in ("train-mean", "perturbation-mean", "ridge", "additive")
     try:
         dynamics = B.make_dynamics(ds, run.env_config)
     except (TypeError, ValueError) as exc:
@@ -353,7 +353,7 @@ def predict_run(run: Run, perturbations: Sequence[str], *, method: str = "trpo-p
     z0 = ds.latent[rows].astype(np.float64)
     predictors = {
         "control-mean": B.control_mean, "train-mean": B.train_mean, "perturbation-mean": B.perturbation_mean,
-        "ridge": B.ridge, "drift": B.drift, "hint-controller": B.hint_controller,
+        "ridge": B.ridge, "drift": B.drift, "hint-controller": B.hint_controller, "additive": B.additive,
     }
     cells, ends, paths = {}, {}, {}
     kind = "rollout" if method in (*POLICY_METHODS, "drift", "hint-controller") else "projection"

@@ -21,7 +21,7 @@ __all__ = ["METHODS", "POLICY_METHODS", "FEATURE_METHODS", "PredictionError", "R
 
 #: ``--method`` choices: the run's policies, then the baselines of ``waddington evaluate``.
 METHODS = ("trpo-ppo", "trpo", "ppo-only", "train-mean", "perturbation-mean", "ridge", "drift", "hint-controller",
-           "control-mean")
+           "control-mean", "additive")
 #: Methods that roll a trained policy (need checkpoints).
 POLICY_METHODS = ("trpo-ppo", "trpo", "ppo-only")
 #: Methods that read the perturbation's features (an unseen non-panel label is all zeros for them).
