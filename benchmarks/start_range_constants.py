@@ -7,7 +7,7 @@ leave-one-out scores), the near group's unpaired or held-out-split control cells
 group's control cells. :data:`envs.start_range.IN_RANGE` sits above what in-distribution cells
 reach, :data:`envs.start_range.OUT_OF_RANGE` below the far group. No real data is read.
 
-    python benchmarks/start_range_constants.py [--seeds 0,1,2]
+    python benchmarks/start_range_constants.py [--seeds 0,1,2] [--far-offset 4]
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ def _quantiles(x: np.ndarray) -> dict[str, float]:
     return {f"q{q}": round(float(np.quantile(x, q)), 3) for q in QUANTILES} | {"min": round(float(x.min()), 3)}
 
 
-def measure(seed: int) -> dict[str, dict[str, float]]:
+def measure(seed: int, far_offset: float = 4.0) -> dict[str, dict[str, float]]:
     """Score quantiles of one seed's synthetic far-group data (see the module docstring)."""
-    adata = envs.make_synthetic_perturbation_data(far_group=True, seed=seed)
+    adata = envs.make_synthetic_perturbation_data(far_group=True, far_offset=far_offset, seed=seed)
     out = {}
     ds = envs.prepare_dataset(adata, perturbation_key="perturbation", control_value="control", split="group",
                               holdout=["far"], group_key="group", seed=seed)
@@ -48,9 +48,11 @@ def measure(seed: int) -> dict[str, dict[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0")
+    parser.add_argument("--far-offset", type=float, default=4.0, help="the far group's programme strength")
     args = parser.parse_args()
     for seed in (int(s) for s in args.seeds.split(",")):
-        print(json.dumps({"seed": seed, "in_range": IN_RANGE, "out_of_range": OUT_OF_RANGE, **measure(seed)}, indent=1))
+        print(json.dumps({"seed": seed, "far_offset": args.far_offset, "in_range": IN_RANGE,
+                          "out_of_range": OUT_OF_RANGE, **measure(seed, args.far_offset)}, indent=1))
 
 
 if __name__ == "__main__":
