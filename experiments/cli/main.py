@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from experiments.cli import evaluate, predict, prepare, sweep, train
+from experiments.cli import design, evaluate, predict, prepare, sweep, train
 from experiments.cli.errors import UsageError
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS"]
 
 #: The subcommand modules, in ``--help`` order.
-SUBCOMMANDS = {module.NAME: module for module in (prepare, train, sweep, evaluate, predict)}
+SUBCOMMANDS = {module.NAME: module for module in (prepare, train, sweep, evaluate, predict, design)}
 
 
 def build_parser() -> argparse.ArgumentParser:
