@@ -88,3 +88,16 @@ def test_bad_set_input_is_one_error_before_fitting():
     assert "IL4+" in ds.perturbations and ds.meta["set_separator"] is None
     with pytest.raises(PerturbationSetError, match="set_composition"):
         _prepare(adata, set_composition="both")
+
+
+def test_datasets_prepared_before_sets_keep_their_features_and_hints(held_out_ab):
+    import dataclasses
+
+    from envs.perturbation_features import PerturbationFeaturizer, ShiftHints
+
+    old = dataclasses.replace(held_out_ab, meta={k: v for k, v in held_out_ab.meta.items()
+                                                  if k not in ("set_separator", "set_composition")})
+    assert type(old.policy_featurizer) is PerturbationFeaturizer  # one id per label, as their runs saw
+    assert "A+C" in old.policy_featurizer.fallback
+    dynamics = B.make_dynamics(old)
+    assert type(dynamics.hints) is ShiftHints

@@ -80,6 +80,13 @@ def _flag(setting: str) -> str:
     return SETTING_TO_FLAG.get(setting, setting)
 
 
+def _members(label: str, separator: str | None, control: str) -> frozenset[str]:
+    """The members of a label as envs.perturbation_sets reads them (without importing it: this module stays light)."""
+    if not separator or separator.lower() == "none" or separator not in label:
+        return frozenset([label])
+    return frozenset(part.strip() for part in label.split(separator)) - {control}
+
+
 def quick_data_check(settings, *, given: dict[str, Any] | None = None, allow_dataset_dir: bool = True) -> str:
     """Refuse data that cannot work, from the file's ``obs`` only (h5py; nothing heavy is imported).
 
@@ -239,7 +246,10 @@ def _check_h5ad_obs(path: Path, settings) -> None:
                                  f"Available obs columns: {columns}.")
         holdout = [str(h) for h in settings.holdout]
         if settings.split == "perturbations" and holdout:
-            unknown = [h for h in holdout if h not in perturbations]
+            # a set may be spelled in another member order than the data spell it (envs.perturbation_sets)
+            keys = {_members(p, settings.set_separator, control) for p in perturbations}
+            unknown = [h for h in holdout if h not in perturbations
+                       and _members(h, settings.set_separator, control) not in keys]
             if unknown:
                 raise UsageError(f"Data failed validation: Held-out perturbations {unknown} are not in the data "
                                  f"(--holdout). Known perturbations: {perturbations}.")
