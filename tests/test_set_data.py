@@ -101,3 +101,17 @@ def test_datasets_prepared_before_sets_keep_their_features_and_hints(held_out_ab
     assert "A+C" in old.policy_featurizer.fallback
     dynamics = B.make_dynamics(old)
     assert type(dynamics.hints) is ShiftHints
+
+
+def test_data_without_sets_see_exactly_what_they_saw_before_sets():
+    import dataclasses
+
+    from helpers import tiny_prepared
+
+    ds = tiny_prepared()
+    assert ds.meta["set_separator"] == "+"
+    before = dataclasses.replace(ds, meta={k: v for k, v in ds.meta.items() if k != "set_separator"})
+    z0 = ds.latent[ds.cell_indices("ctrl", "train")].astype(np.float64)
+    now, then = B.make_dynamics(ds), B.make_dynamics(before)
+    for name in ("A", "B", "C", "g3", "nope"):
+        np.testing.assert_array_equal(now.features_at(name, z0), then.features_at(name, z0))
