@@ -11,7 +11,8 @@
 Each function is the library behind a command: :func:`prepare` is ``envs.prepare_dataset`` on an
 AnnData or an ``.h5ad`` path (``waddington prepare``; large files streamed out of core), :func:`train` the two-stage run of ``waddington train`` (it starts a loopback-only
 local Ray when none is running), :func:`predict` builds exactly the AnnData ``waddington predict``
-writes, and :func:`evaluate` scores methods like ``waddington evaluate``.
+writes, and :func:`evaluate` scores methods like ``waddington evaluate``; :func:`design` ranks perturbation sets
+for a target as ``waddington design`` does.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from envs.dataset import PreparedDataset
 
-__all__ = ["evaluate", "predict", "prepare", "train"]
+__all__ = ["design", "evaluate", "predict", "prepare", "train"]
 
 #: Methods :func:`evaluate` scores by default (baselines; a run adds its policies).
 DEFAULT_BASELINES = ("control-mean", "train-mean", "perturbation-mean", "ridge", "drift", "additive")
@@ -347,3 +348,83 @@ def evaluate(
     result = evaluate_dataset(run.dataset, predictors, seed=seed, env_config=run.env_config,
                               max_start_cells=max_start_cells, keep_examples=0, references=references)
     return result.per_perturbation if per_perturbation else result.rows
+
+
+def design(
+    run: Any,
+    *,
+    target_cells: str | os.PathLike | None = None,
+    target_obs: str | None = None,
+    input_kind: str | None = None,
+    target_genes: str | Mapping[str, Any] | None = None,
+    start_group: str | tuple[str, str] | Mapping[str, str] | None = None,
+    library: str | Sequence[str] = "seen",
+    max_size: int = 1,
+    effort: float = 0.0,
+    designer: str = "beam",
+    budget: int | None = None,
+    beam_width: int = 8,
+    n_cells: int = 256,
+    n_target_cells: int = 256,
+    seed: int = 0,
+    trial: str | None = None,
+    output: str | os.PathLike | None = None,
+    overwrite: bool = False,
+):
+    """Rank perturbation sets by how close the run predicts they move its start cells to a target (``waddington design``).
+
+    Parameters
+    ----------
+    run
+        A run directory (its dataset is the forward model; no policy is needed) or a
+        :class:`experiments.prediction.runs.Run`.
+    target_cells, target_obs, input_kind
+        An ``.h5ad`` of target cells on the run's genes (projected as the run's data were);
+        ``target_obs="KEY=VALUE"`` selects cells, ``"KEY"`` makes one target per value;
+        ``input_kind`` ``"counts"`` / ``"log-normalized"`` (default: as the run's data).
+    target_genes
+        Instead of cells, a signature ``"GENE:up,GENE:down"`` (or ``{gene: "up"}``).
+    start_group
+        ``"KEY=VALUE"``: start from that group's control cells.
+    library
+        ``"seen"``, ``"panel"``, ``"all"``, a file of labels, or a list of members.
+    max_size, effort
+        Most members per set; cost per member added to the distance.
+    designer, budget, beam_width
+        ``"beam"``, ``"greedy"``, ``"exhaustive"``, ``"random"`` or ``"naive"``; most forward-model
+        evaluations per target; sets kept per size by beam.
+    n_cells, n_target_cells, seed
+        Start and target cells used (seeded subsamples) and the seed.
+    output, overwrite
+        Also write the output directory (``design.tsv``, ``design.h5ad``, ``design.png``, ``manifest.json``).
+
+    Returns
+    -------
+    The ``design.tsv`` table as a pandas DataFrame (``target, rank, set, objective, distance,
+    effort, evaluations, designer``).
+
+    Raises
+    ------
+    experiments.design.errors.DesignError
+        Bad input, before any set is scored (docs/design.md lists them).
+    """
+    from experiments.design.output import design_table, write_design
+    from experiments.design.plan import plan_design, run_design
+
+    if output is not None:
+        from experiments.cli.errors import UsageError
+        from experiments.cli.run_dirs import check_output_free
+        from experiments.design.errors import DesignError
+
+        try:
+            check_output_free(Path(output).expanduser(), overwrite=overwrite, resume_hint=None)
+        except UsageError as exc:
+            raise DesignError(str(exc)) from exc
+    plan = plan_design(run, target_cells=target_cells, target_obs=target_obs, input_kind=input_kind,
+                       target_genes=target_genes, start_group=start_group,
+                       library=list(library) if isinstance(library, (list, tuple)) else library, max_size=max_size,
+                       effort=effort, designer=designer, budget=budget, beam_width=beam_width, n_cells=n_cells,
+                       n_target_cells=n_target_cells, seed=seed, trial=trial)
+    if output is not None:
+        return write_design(plan, output, overwrite=overwrite, argv=["experiments.api.design"])
+    return design_table(plan, run_design(plan))
