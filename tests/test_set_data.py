@@ -115,3 +115,17 @@ def test_data_without_sets_see_exactly_what_they_saw_before_sets():
     now, then = B.make_dynamics(ds), B.make_dynamics(before)
     for name in ("A", "B", "C", "g3", "nope"):
         np.testing.assert_array_equal(now.features_at(name, z0), then.features_at(name, z0))
+
+
+def test_set_options_next_to_a_prepared_dataset_must_be_the_ones_it_was_prepared_with(held_out_ab, tmp_path):
+    from experiments.cli.checks import quick_data_check
+    from experiments.cli.errors import UsageError
+    from experiments.training.settings import TwoStageSettings
+
+    path = held_out_ab.save(tmp_path / "data")
+    settings = TwoStageSettings(data=str(path))
+    assert quick_data_check(settings, given={"set_composition": "sequential"}) == "dataset"
+    with pytest.raises(UsageError, match="prepared with --set-composition sequential; --set-composition additive would be ignored"):
+        quick_data_check(settings, given={"set_composition": "additive"})
+    with pytest.raises(UsageError, match="--set-separator"):
+        quick_data_check(settings, given={"set_separator": ";"})

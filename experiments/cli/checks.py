@@ -73,7 +73,7 @@ def given_settings(args: argparse.Namespace) -> dict[str, Any]:
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 #: Data options that a prepared dataset fixes (they were applied when it was prepared).
 _FIXED_BY_DATASET = ("ignore_values", "layer", "input_kind", "split", "holdout", "group_key", "covariate_keys",
-                     "test_fraction", "n_latent")
+                     "test_fraction", "n_latent", "set_composition", "set_separator")
 
 
 def _flag(setting: str) -> str:
@@ -135,7 +135,8 @@ def _check_dataset_options(path: Path, settings, given: dict[str, Any]) -> None:
     heldout = split.get("heldout_perturbations") or ([split["heldout_group"]] if split.get("heldout_group") else [])
     recorded = {"perturbation_key": inner.get("perturbation_key"), "control_value": meta.get("control_value"),
                 "split": split.get("kind"), "holdout": heldout, "group_key": split.get("group_key"),
-                "covariate_keys": inner.get("covariate_keys"), "input_kind": inner.get("input_kind")}
+                "covariate_keys": inner.get("covariate_keys"), "input_kind": inner.get("input_kind"),
+                "set_composition": inner.get("set_composition"), "set_separator": inner.get("set_separator")}
     # a run's saved dataset: its manifest holds every data option it was prepared with
     run_settings = _run_settings_of_dataset(path)
     for key in _FIXED_BY_DATASET:

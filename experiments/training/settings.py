@@ -215,7 +215,8 @@ def infer_split(values: Mapping[str, Any]) -> str:
 
 #: Settings a prepared dataset fixes: a run on a prepared directory cannot change them.
 DATASET_FIXED_SETTINGS = ("split", "holdout", "group_key", "test_fraction", "covariate_keys", "ignore_values", "layer",
-                          "n_latent", "input_kind")
+                          "n_latent", "input_kind", "set_separator",
+                          "set_composition")
 
 
 def dataset_settings(dataset: Any) -> dict[str, Any]:
