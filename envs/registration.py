@@ -6,9 +6,10 @@ from typing import Any
 
 import gymnasium as gym
 
-__all__ = ["ENV_ID", "register_envs", "make_cell_state_env"]
+__all__ = ["DESIGN_ENV_ID", "ENV_ID", "register_envs", "make_cell_state_env"]
 
 ENV_ID = "waddington/CellState-v0"
+DESIGN_ENV_ID = "waddington/Design-v0"  # envs.design_env: build a perturbation set toward a target
 
 
 def make_cell_state_env(config: dict[str, Any] | None = None):
@@ -30,6 +31,8 @@ def register_envs() -> None:
             entry_point="envs.cell_state_env:CellStateEnv",
             vector_entry_point="envs.vector_env:CellStateVectorEnv",
         )
+    if DESIGN_ENV_ID not in gym.registry:
+        gym.register(id=DESIGN_ENV_ID, entry_point="envs.design_env:DesignEnv")
     try:
         from ray.tune.registry import register_env
     except ImportError:  # Gymnasium-only use needs no Ray
