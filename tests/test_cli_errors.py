@@ -213,7 +213,9 @@ def test_help_shows_every_default(cmd):
     text = sub.format_help()
     assert "--overwrite" in text and "--resume" in text or cmd == "evaluate"
     if cmd == "train":
-        assert "(default: 40)" in text and "(default: 0.01)" in text  # --trpo-iters, --kl-radius
+        from experiments.cli.train import TRAIN_DEFAULTS
+
+        assert f"(default: {TRAIN_DEFAULTS['trpo_iters']})" in text and "(default: 0.01)" in text  # --trpo-iters, --kl-radius
 
 
 def test_data_options_next_to_a_prepared_dataset_that_would_be_ignored_are_refused(capsys, tmp_path):
