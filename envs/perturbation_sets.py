@@ -31,6 +31,7 @@ __all__ = [
     "PerturbationSetError",
     "SetSyntax",
     "canonical_labels",
+    "members_of_all",
     "set_syntax_of",
 ]
 

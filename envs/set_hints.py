@@ -127,7 +127,7 @@ class SetStateHints:
         return lambda states: self.inner.at(member, states, fallback)
 
     def at(self, perturbation: str, states: np.ndarray, fallback: np.ndarray) -> np.ndarray:
-        """Hints (cells x d) at ``states``: the perturbation's own, or for a set never observed its members' composed."""
+        """Hints (cells x d) at ``states``: the perturbation's own, or a set never observed its members' composed."""
         name = _known_spelling(str(perturbation), self._spelling, self.sets)
         if self.inner.covers(name):
             return self.inner.at(name, states, fallback)
@@ -144,7 +144,7 @@ def _spellings(labels, sets: SetSyntax) -> dict[frozenset[str], str]:
 
 
 def _known_spelling(name: str, spelling: dict[frozenset[str], str], sets: SetSyntax) -> str:
-    """``name``'s spelling among labels with hints of their own (``B+A`` -> ``A+B``, ``A+ctrl`` -> ``A``), else itself."""
+    """``name``'s spelling among labels with hints of their own (``B+A`` -> ``A+B``, ``A+ctrl`` -> ``A``), or itself."""
     if sets.separator is None or sets.separator not in name:
         return name
     return spelling.get(sets.key(name), name)

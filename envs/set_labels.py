@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from envs.perturbation_sets import PerturbationSetError, SetSyntax, members_of_all
+from envs.perturbation_sets import PerturbationSetError, SetSyntax, canonical_labels, members_of_all
 from envs.set_hints import COMPOSITIONS
 
 __all__ = ["canonical_obs", "resolve_holdout", "check_heldout_members", "check_composition"]
@@ -29,8 +29,6 @@ def canonical_obs(obs: pd.DataFrame, perturbation_key: str, syntax: SetSyntax) -
 
     The same object when nothing changes (the usual case); else a copy (the user's obs is never modified).
     """
-    from envs.perturbation_sets import canonical_labels
-
     if perturbation_key not in obs.columns:
         return obs  # validation names the missing column
     labels = obs[perturbation_key].astype(str).to_numpy()

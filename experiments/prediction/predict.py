@@ -147,7 +147,8 @@ def _check_set(dataset: PreparedDataset, name: str, members: Sequence[str], meth
         unknown = [m for m in members if m not in data_members and m not in panel]
         if unknown:
             raise PredictionError(f"Set '{name}': member(s) {unknown} unknown: not a perturbation (or a member of "
-                                  "one) in the run's data and not a gene of its panel. " + _describe_expressible(dataset))
+                                  "one) in the run's data and not a gene of its panel. "
+                                  + _describe_expressible(dataset))
     mute = unexpressible_members(dataset.featurizer, name)
     if method in FEATURE_METHODS and mute and spelled not in training:
         raise PredictionError(
