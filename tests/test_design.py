@@ -96,11 +96,14 @@ def test_exhaustive_k1_finds_the_perturbation_whose_cells_are_the_target(tiny):
     assert time.perf_counter() - started < 20
 
 
-def test_signature_target_and_effort(tiny):
+def test_signature_target_and_effort(tiny, tmp_path):
     from experiments import api
 
-    table = api.design(tiny["run"], target_genes="G006:down", designer="exhaustive", max_size=1)
+    table = api.design(tiny["run"], target_genes="G006:down", designer="exhaustive", max_size=1,
+                       output=tmp_path / "signature")
     assert table.iloc[0]["set"] == "G006"  # a knockdown lowers its own gene most
+    written = pd.read_csv(tmp_path / "signature" / "design.tsv", sep="\t")
+    assert list(written["set"]) == list(table["set"]) and set(written["target"]) == {"signature"}
     costly = api.design(tiny["run"], target_genes="G006:down", designer="exhaustive", max_size=2, effort=0.5)
     np.testing.assert_allclose(costly["objective"], costly["distance"] + costly["effort"])
     sizes = costly["set"].str.count(r"\+") + 1
