@@ -295,7 +295,8 @@ def document_defaults(parser: argparse.ArgumentParser, defaults: dict[str, Any] 
     effective.update(kl_radius=base.kl_radius, clip_param=base.clip_param)
     effective.update(defaults or {})
     for action in parser._actions:
-        if not action.option_strings or action.help in (None, argparse.SUPPRESS) or action.nargs == 0:
+        if (not action.option_strings or action.help in (None, argparse.SUPPRESS) or action.nargs == 0
+                or action.required):  # a required option has no default to show
             continue
         if "default" in action.help.lower():
             continue
