@@ -52,8 +52,8 @@ HELP = ("one two-stage run: TRPO, then PPO from TRPO's exact weights; writes DIR
 
 #: The main job's schedule, where it differs from ``TwoStageSettings`` (which ``evaluate`` and ``sweep``
 #: keep: the results were measured with them). On the synthetic default the sampled return is flat from
-#: TRPO's first iteration and the mean-action return after 10 TRPO + ~20 PPO iterations matches 40 + 61
-#: within seed noise (0.840 vs 0.845, 0.868 vs 0.863 of the oracle for seeds 0 and 1; docs/method.md).
+#: TRPO's first iteration and the mean-action return after 10 TRPO + ~20 PPO iterations matches 40 + ~60
+#: (0.840 vs 0.838 of the oracle over 3 seeds; docs/method.md, "The main job's schedule").
 TRAIN_DEFAULTS = {"trpo_iters": 10, "plateau_patience": 10}
 
 
