@@ -320,7 +320,8 @@ def test_an_existing_output_is_replaced_only_with_overwrite(synthetic, tmp_path,
                           capsys)
     assert rc == 0, err
     assert ad.read_h5ad(out).n_obs == 60
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["pred.h5ad"]  # no temp file left behind
+    # no temp file left behind; -q put RLlib's and Ray's messages beside the output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pred.h5ad", "pred.ray.log"]
 
 
 def test_the_subcommand_module_has_the_cli_shape():
