@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from helpers import tiny_prepared
 
@@ -29,6 +30,7 @@ def test_co_expression_is_read_from_training_controls_only():
     assert abs(correlations[h, g] - np.corrcoef(X[:, g], X[:, h])[0, 1]) < 1e-8
 
 
+@pytest.mark.slow  # a benchmark on Papalexi
 def test_every_compared_predictor_scores_the_unseen_perturbation():
     from benchmarks.gene_features import methods_for
     from experiments.evaluation.evaluate import evaluate_dataset

@@ -83,6 +83,7 @@ def test_synthetic_out_of_core_equals_in_memory(synthetic_file, monkeypatch):
     _assert_equivalent(in_memory, streamed, latent_atol=1e-3)
 
 
+@pytest.mark.slow  # prepares Papalexi twice; the synthetic equivalence stays fast
 def test_papalexi_out_of_core_equals_in_memory_in_space_and_metrics():
     path = require_file(PAPALEXI)
     in_memory = prepare_dataset(path, out_of_core=False, **PAPALEXI_KEYS)

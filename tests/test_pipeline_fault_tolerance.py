@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 
+import pytest
 
 from helpers import tiny_dataset, tiny_settings
 
@@ -45,6 +46,7 @@ def test_killed_env_runner_is_restarted(ray_local):
         algo.stop()
 
 
+@pytest.mark.slow  # a whole Tune run killed and retried; the env-runner restart stays fast
 def test_tune_retries_a_killed_trial(ray_local, tmp_path):
     """SIGKILL the trial's process mid-run: FailureConfig retries it from its latest stage checkpoint."""
     import envs  # noqa: F401

@@ -31,6 +31,7 @@ def test_grid_validation():
             validate_grid(kl, clip)
 
 
+@pytest.mark.slow  # Optuna + ASHA over several trials; the grid sweep stays fast
 def test_optuna_searcher_with_asha(ray_local, tmp_path):
     pytest.importorskip("optuna")
     import envs  # noqa: F401
@@ -83,7 +84,7 @@ def test_cli_sweeps_more_settings_and_reports_them(tmp_path):
     cfg.write_text(yaml.safe_dump({**s, "grid": {"entropy_coeff": [0.0, 0.01]}}))
     out = tmp_path / "out"
     done = subprocess.run([*WADDINGTON, "sweep", "--config", str(cfg), "--data", str(data_dir), "--kl-radius", "0.01",
-                           "--clip", "0.2", "--grid", "fcnet_hiddens=16x16,32", "--max-concurrent", "1",
+                           "--clip", "0.2", "--grid", "fcnet_hiddens=16x16,32", "--max-concurrent", "2",
                            "--num-cpus", "2", "--output", str(out), "--quiet"],
                           cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -28,6 +28,7 @@ def _finished(results: list[dict], ppo_iters: int) -> bool:
     return any(r.get("stage") == "ppo" and r.get("stage_iteration") == ppo_iters for r in results)
 
 
+@pytest.mark.slow  # a sweep driver killed and resumed
 @pytest.mark.timeout(600)
 def test_kill_driver_and_resume_loses_no_finished_trial(tmp_path):
     data_dir = tmp_path / "data"
