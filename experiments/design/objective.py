@@ -152,6 +152,10 @@ class ForwardModel:
                 self._hints[key] = features[:, -self.n_latent :].astype(np.float64)
         return self._hints[key]
 
+    def clear_cache(self) -> None:
+        """Forget the hints computed so far (a benchmark times each designer from a cold cache)."""
+        self._hints.clear()
+
     def predicted(self, members: Sequence[str]) -> np.ndarray:
         """Predicted latent cells (start cells x d) of the set: the start cells moved by its hint."""
         return self.start + self.hints(members)
