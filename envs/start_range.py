@@ -22,9 +22,10 @@ Rule (:meth:`StartRange.trust`): a weight ``w`` that is 1 up to :data:`IN_RANGE`
   no stratum with paired cells, so no shift of its group was observed: the mean shift is what is known.)
 
 The constants were chosen on synthetic data only (``make_synthetic_perturbation_data(far_group=True)``
-prepared at the defaults, ``docs/out_of_range.md``), never on the shared real data: there, 99.9% of
-the paired starts' own scores lie below 1.7 and the held-out near group's control cells below 2.0,
-while the far group's control cells score above 4.
+prepared at the defaults, ``benchmarks/start_range_constants.py``, ``docs/out_of_range.md``), never on
+the shared real data: there (seed 0) 99.9% of the paired starts' own scores lie below 2.0 and every
+never-paired control cell of the near group below 1.53, while the far group's control cells score
+9.4 and more.
 """
 
 from __future__ import annotations
@@ -75,9 +76,8 @@ class StartRange:
         self.k = min(neighbours, max(len(self.rows) - 1, 1))
         self.in_range, self.out_of_range = float(in_range), float(out_of_range)
         self._index = NearestNeighbors(n_neighbors=min(self.k + 1, len(self.rows))).fit(self.states)
-        self.spacing = 1.0  # the reference states' own typical distance, set just below
-        own = self._distance(self.states)
-        self.spacing = float(np.median(own)) if np.median(own) > 0 else 1.0
+        own = float(np.median(self._distance(self.states)))  # the reference states' own typical spacing
+        self.spacing = own if own > 0 else 1.0
 
     def _distance(self, states: np.ndarray) -> np.ndarray:
         """Mean distance to the ``k`` nearest reference states other than the queried state itself."""
