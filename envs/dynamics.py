@@ -125,6 +125,7 @@ class CellStateDynamics:
         self.start_range = StartRange(dataset.latent, dataset.pairs) if ranged and dataset.pairs else None
         self.heldout_starts, self.heldout_share = self._heldout_starts(cells)
         # episodes start at paired control cells: their hints are looked up, not searched for, at every reset
+        self._start_rows, self._start_weights = self._start_rows_and_weights()
         self._start_hints = [self._hints_of_starts(i) for i in range(len(names))] if self.state_hints else None
         self.obs_dim = 2 * self.n_latent + self.feature_dim + 1
 
@@ -161,13 +162,22 @@ class CellStateDynamics:
             share = min(HELDOUT_START_SHARE, len(rows) / (len(rows) + len(paired)))
         return rows, float(share)
 
+    def _start_rows_and_weights(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Every episode start row (of any perturbation) and its start-range weight, scored once: the
+        perturbations share most of their paired control cells."""
+        if self.start_range is None or not self.state_hints or not self.pairs:
+            return np.zeros(0, dtype=np.int64), None
+        rows = np.union1d(np.unique(np.concatenate([p[:, 0].astype(int) for p in self.pairs])), self.heldout_starts)
+        return rows, self.start_range.weight(self.dataset.latent[rows])
+
     def _hints_of_starts(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         rows = np.union1d(np.unique(self.pairs[index][:, 0].astype(int)), self.heldout_starts)
         fallback = self.features[index, -self.n_latent :]
         states = self.dataset.latent[rows]
         hints = self.state_hints.at(self.perturbations[index], states, fallback)
         if self.start_range is not None:
-            hints = self.start_range.blend_hints(hints, fallback, states)
+            weight = self._start_weights[np.searchsorted(self._start_rows, rows)]
+            hints = self.start_range.blend_hints(hints, fallback, weight=weight)
         return rows, hints.astype(np.float32)
 
     def features_at(self, perturbation: str, starts: np.ndarray) -> np.ndarray:

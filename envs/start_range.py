@@ -103,9 +103,13 @@ class StartRange:
         """:meth:`trust` of :meth:`score`: the weight of cells at ``states``."""
         return self.trust(self.score(states))
 
-    def blend_hints(self, hints: np.ndarray, fallback: np.ndarray, states: np.ndarray) -> np.ndarray:
-        """Per-cell hints shrunk toward ``fallback`` (the mean shift) by each cell's weight; never beyond either."""
-        w = self.weight(states)[:, None]
+    def blend_hints(self, hints: np.ndarray, fallback: np.ndarray, states: np.ndarray | None = None, *,
+                    weight: np.ndarray | None = None) -> np.ndarray:
+        """Per-cell hints shrunk toward ``fallback`` (the mean shift) by each cell's weight; never beyond either.
+
+        ``weight``: the cells' :meth:`weight`, when the caller has it already (else from ``states``).
+        """
+        w = (self.weight(states) if weight is None else np.asarray(weight, dtype=np.float64))[:, None]
         return w * np.asarray(hints, dtype=np.float64) + (1.0 - w) * np.asarray(fallback, dtype=np.float64)[None, :]
 
 
