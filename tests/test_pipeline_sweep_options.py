@@ -68,6 +68,7 @@ def test_axes_are_checked_before_anything_runs():
             validate_axes(s, axes)
 
 
+@pytest.mark.slow  # four trials end to end; grid parsing and validation stay fast
 def test_cli_sweeps_more_settings_and_reports_them(tmp_path):
     """``--grid`` adds settings to the KL x clip grid: each trial trains with its own values, for real."""
     import json

@@ -67,6 +67,7 @@ def test_bad_values_late_in_the_file_leave_nothing_behind(tmp_path):
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".waddington-*"))
 
 
+@pytest.mark.slow  # train + evaluate; evaluate from a prepared storage URI stays fast
 def test_train_and_evaluate_start_from_the_prepared_directory(prepared, tmp_path):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(tiny_settings()))
