@@ -35,6 +35,8 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
+from envs.state_hints import SAME_STATE  # one rule for "a paired start is the queried cell itself"
+
 __all__ = ["IN_RANGE", "OUT_OF_RANGE", "RANGE_NEIGHBOURS", "StartRange", "ranged_policy"]
 
 #: Paired start states averaged per score (a few: one close twin must not make a cell look typical).
@@ -43,7 +45,6 @@ RANGE_NEIGHBOURS = 5
 IN_RANGE = 2.0
 #: Score from which a start cell is out of range (weight 0); chosen on synthetic data (module docstring).
 OUT_OF_RANGE = 4.0
-SAME_STATE = 1e-9  # exact latent distance under which a paired start counts as the queried cell itself
 
 
 class StartRange:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
-__all__ = ["DEFAULT_NEIGHBOURS", "StateHints"]
+__all__ = ["DEFAULT_NEIGHBOURS", "SAME_STATE", "StateHints"]
 
 #: Neighbours averaged, chosen on the synthetic default only (``benchmarks/scripted_controllers.py``:
 #: the guide's return by k, and the k-NN start-state map's, best at 5 to 20; 20 averages more noise).

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -81,7 +80,6 @@ def test_targets_are_projected_as_the_runs_cells(tiny):
 def test_exhaustive_k1_finds_the_perturbation_whose_cells_are_the_target(tiny):
     from experiments import api
 
-    started = time.perf_counter()
     table = api.design(tiny["run"], target_cells=tiny["targets"], target_obs="perturbation", designer="exhaustive",
                        max_size=1)
     for name in PERTURBATIONS:
@@ -93,7 +91,6 @@ def test_exhaustive_k1_finds_the_perturbation_whose_cells_are_the_target(tiny):
     naive = api.design(tiny["run"], target_cells=tiny["targets"], target_obs="perturbation", designer="naive")
     assert [naive[naive["target"] == n].iloc[0]["set"] for n in PERTURBATIONS] == PERTURBATIONS
     assert set(naive["evaluations"]) == {0}
-    assert time.perf_counter() - started < 20
 
 
 def test_signature_target_and_effort(tiny, tmp_path):
