@@ -104,12 +104,13 @@ def fixed_observations(observation_space, n: int = 256, seed: int = 12345) -> np
     return out.astype(np.float32)
 
 
-def _module_outputs(module, obs: np.ndarray) -> np.ndarray:
+def _module_outputs(module, obs: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
     import torch
+    import tree
     from ray.rllib.core.columns import Columns
 
-    with torch.no_grad():
-        out = module.forward_inference({Columns.OBS: torch.as_tensor(obs)})
+    with torch.no_grad():  # a Dict observation (e.g. with an action mask) is a dict of arrays
+        out = module.forward_inference({Columns.OBS: tree.map_structure(torch.as_tensor, obs)})
     return out[Columns.ACTION_DIST_INPUTS].detach().cpu().numpy().astype(np.float64)
 
 

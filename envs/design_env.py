@@ -18,7 +18,7 @@ from gymnasium import spaces
 
 from envs.registration import DESIGN_ENV_ID
 
-__all__ = ["DESIGN_ENV_ID", "DesignEnv", "DesignProblem"]
+__all__ = ["DESIGN_ENV_ID", "DesignEnv", "DesignProblem", "design_spaces"]
 
 
 class DesignProblem(Protocol):
@@ -46,6 +46,18 @@ class DesignProblem(Protocol):
 
     def distance(self, members: Sequence[str]) -> float:
         """The objective's distance of the set (without effort)."""
+
+
+def design_spaces(n_members: int, n_latent: int, bound: float = 100.0) -> tuple[spaces.Dict, spaces.Discrete]:
+    """The design env's observation and action spaces for a library of ``n_members`` (see :class:`DesignEnv`)."""
+    n, d = int(n_members), int(n_latent)
+    high = np.concatenate([np.full(d, bound), [bound, bound], np.ones(n), [1.0]]).astype(np.float32)
+    low = np.concatenate([np.full(d, -bound), [0.0, 0.0], np.zeros(n), [0.0]]).astype(np.float32)
+    observation_space = spaces.Dict({
+        "observations": spaces.Box(low, high, dtype=np.float32),
+        "action_mask": spaces.Box(0.0, 1.0, shape=(n + 1,), dtype=np.float32),
+    })
+    return observation_space, spaces.Discrete(n + 1)
 
 
 class DesignEnv(gym.Env):
@@ -112,14 +124,7 @@ class DesignEnv(gym.Env):
             raise ValueError(f"max_size must be in [1, {len(self.library)}] (the library's size), got {max_size}.")
         self.max_size, self.bound = int(max_size), float(bound)
         self.n_latent = int(self.problems[0].n_latent)
-        n, d = len(self.library), self.n_latent
-        high = np.concatenate([np.full(d, self.bound), [self.bound, self.bound], np.ones(n), [1.0]]).astype(np.float32)
-        low = np.concatenate([np.full(d, -self.bound), [0.0, 0.0], np.zeros(n), [0.0]]).astype(np.float32)
-        self.action_space = spaces.Discrete(n + 1)
-        self.observation_space = spaces.Dict({
-            "observations": spaces.Box(low, high, dtype=np.float32),
-            "action_mask": spaces.Box(0.0, 1.0, shape=(n + 1,), dtype=np.float32),
-        })
+        self.observation_space, self.action_space = design_spaces(len(self.library), self.n_latent, self.bound)
         self._problem: DesignProblem = self.problems[0]
         self._members: list[int] = []
         self._objective = 0.0

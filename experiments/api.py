@@ -370,6 +370,11 @@ def design(
     trial: str | None = None,
     output: str | os.PathLike | None = None,
     overwrite: bool = False,
+    designer_checkpoint: str | os.PathLike | None = None,
+    rl_targets: int = 512,
+    rl_iterations: int = 60,
+    rollouts: int = 32,
+    width: int = 32,
 ):
     """Rank perturbation sets by how close the run predicts they move its start cells to a target (``waddington design``).
 
@@ -391,8 +396,12 @@ def design(
     max_size, effort
         Most members per set; cost per member added to the distance.
     designer, budget, beam_width
-        ``"beam"``, ``"greedy"``, ``"exhaustive"``, ``"random"`` or ``"naive"``; most forward-model
-        evaluations per target; sets kept per size by beam.
+        ``"beam"``, ``"greedy"``, ``"exhaustive"``, ``"random"``, ``"naive"`` or ``"rl"``; most
+        forward-model evaluations per target; sets kept per size by beam.
+    designer_checkpoint, rl_targets, rl_iterations, rollouts, width
+        ``designer="rl"``: a trained ``designer.pt`` to reuse (default: train one on ``rl_targets``
+        targets the run makes, for ``rl_iterations`` TRPO-then-PPO iterations), and the policy
+        episodes and policy-led beam width per target.
     n_cells, n_target_cells, seed
         Start and target cells used (seeded subsamples) and the seed.
     output, overwrite
@@ -409,7 +418,7 @@ def design(
         Bad input, before any set is scored (docs/design.md lists them).
     """
     from experiments.design.output import design_table, write_design
-    from experiments.design.plan import plan_design, run_design
+    from experiments.design.plan import RLDesignSettings, plan_design, run_design
 
     if output is not None:
         from experiments.cli.errors import UsageError
@@ -424,7 +433,10 @@ def design(
                        target_genes=target_genes, start_group=start_group,
                        library=list(library) if isinstance(library, (list, tuple)) else library, max_size=max_size,
                        effort=effort, designer=designer, budget=budget, beam_width=beam_width, n_cells=n_cells,
-                       n_target_cells=n_target_cells, seed=seed, trial=trial)
+                       n_target_cells=n_target_cells, seed=seed, trial=trial,
+                       rl=RLDesignSettings(checkpoint=None if designer_checkpoint is None else str(designer_checkpoint),
+                                           training_targets=rl_targets, iterations=rl_iterations, rollouts=rollouts,
+                                           width=width))
     if output is not None:
         return write_design(plan, output, overwrite=overwrite, argv=["experiments.api.design"])
     return design_table(plan, run_design(plan))

@@ -24,7 +24,7 @@ HELP = ("the inverse question: rank perturbation sets (up to --max-size members 
         "predicts they move its start cells to a target population or gene signature; writes design.tsv/h5ad")
 
 #: Kept here so ``--help`` needs no heavy import (:data:`experiments.design.search.DESIGNERS`).
-DESIGNER_CHOICES = ("beam", "greedy", "exhaustive", "random", "naive")
+DESIGNER_CHOICES = ("beam", "greedy", "exhaustive", "random", "naive", "rl")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +52,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--effort", type=float, default=0.0, metavar="E",
                         help="cost per member, added to the distance (default 0)")
     parser.add_argument("--designer", choices=DESIGNER_CHOICES, default="beam",
-                        help="search: beam (default), greedy, exhaustive, random; naive ranks singles by mean shift")
+                        help="search: beam (default), greedy, exhaustive, random; naive ranks singles by mean shift; "
+                             "rl: a policy trained (TRPO then PPO) on targets the run itself makes, then a few "
+                             "rollouts and a policy-led beam per target")
+    rl = parser.add_argument_group("--designer rl")
+    rl.add_argument("--designer-checkpoint", metavar="FILE",
+                    help="designer.pt of an earlier `design --designer rl` on this run and library (default: train "
+                         "one, written to the output dir)")
+    rl.add_argument("--rl-targets", type=int, default=512, metavar="N",
+                    help="training targets: random sets of up to K members moving other start cells (default 512)")
+    rl.add_argument("--rl-iterations", type=int, default=60, metavar="N",
+                    help="training iterations, a third TRPO and the rest PPO (default 60)")
+    rl.add_argument("--rollouts", type=int, default=32, metavar="N", help="policy episodes per target (default 32)")
+    rl.add_argument("--width", type=int, default=32, metavar="W",
+                    help="members the policy-led beam keeps and tries per step (default 32)")
     parser.add_argument("--budget", type=int, metavar="N",
                         help="most forward-model evaluations per target (default: none for exhaustive/greedy/beam; "
                              "random draws library size x K sets)")
@@ -72,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from envs.validation import DataValidationError
     from experiments.cli.run_dirs import check_output_free
     from experiments.design.output import write_design
-    from experiments.design.plan import plan_design
+    from experiments.design.plan import RLDesignSettings, plan_design
     from experiments.prediction.runs import PredictionError
 
     started = time.perf_counter()
@@ -89,13 +102,17 @@ def run(args: argparse.Namespace) -> int:
                            input_kind=args.input_kind, target_genes=args.target_genes, start_group=args.start_group,
                            library=args.library, max_size=args.max_size, effort=args.effort, designer=args.designer,
                            budget=args.budget, beam_width=args.beam_width, n_cells=args.n_cells,
-                           n_target_cells=args.n_target_cells, seed=args.seed, trial=args.trial)
+                           n_target_cells=args.n_target_cells, seed=args.seed, trial=args.trial,
+                           rl=RLDesignSettings(checkpoint=args.designer_checkpoint, training_targets=args.rl_targets,
+                                               iterations=args.rl_iterations, rollouts=args.rollouts,
+                                               width=args.width))
         log(f"{args.designer} over sets of up to {plan.max_size} of {len(plan.library)} members, "
             f"{len(plan.model.start_rows)} start cells, {len(plan.target_names)} target(s)")
         table = write_design(plan, out, overwrite=args.overwrite, argv=getattr(args, "argv", None), log=log)
     except (PredictionError, DataValidationError) as exc:
         raise UsageError(str(exc)) from exc
-    print(f"wrote {out}: design.tsv ({len(table)} sets), design.h5ad, design.png, manifest.json")
+    extra = ", designer.pt" if plan.trained is not None and args.designer_checkpoint is None else ""
+    print(f"wrote {out}: design.tsv ({len(table)} sets), design.h5ad, design.png, manifest.json{extra}")
     for name, rows in table.groupby("target", sort=False):
         best = rows.iloc[0]
         print(f"  {name}: {best['set']} objective {best['objective']:.4g} ({int(best['evaluations'])} evaluations)")

@@ -125,6 +125,7 @@ class ForwardModel:
             raise DesignError("The run's dataset has no shift hints (prepared with shift_hint off): the design's "
                               "forward model moves cells by them. Prepare the data again with hints on.")
         self.dataset = dataset
+        self.env_config = dict(env_config or {})
         self.sets = set_syntax_of(dataset.meta, dataset.control_value)
         self.start_rows = np.asarray(start_rows)
         self.start = dataset.latent[self.start_rows].astype(np.float64)

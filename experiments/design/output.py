@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from experiments.design.plan import DesignPlan, TargetDesign
+from experiments.evaluation.baselines import shifted_cells
 
 __all__ = ["H5AD_SETS", "TABLE_COLUMNS", "TOP_SETS", "design_anndata", "design_plot", "design_table"]
 
@@ -109,7 +110,7 @@ def _prediction(plan: DesignPlan, design: TargetDesign, n_sets: int):
     for score in design.result.ranked[:n_sets]:
         label = "+".join(score.members)
         hint = model.hints(score.members)
-        cells[label] = X0 + model.decode_shift(hint)
+        cells[label] = shifted_cells(X0, model.decode_shift(hint))
         ends[label] = model.start + hint
         paths[label] = np.stack([model.start, ends[label]], axis=1)
         info[label] = {"members": list(score.members), "objective": score.objective, "distance": score.distance,
@@ -151,6 +152,13 @@ def _design_record(plan: DesignPlan, designs: Sequence[TargetDesign]) -> dict[st
         "evaluations": {d.target: d.result.evaluations for d in designs},
         "wall_s": {d.target: round(d.result.wall_s, 3) for d in designs},
     }
+
+
+def _training_record(trained: Any) -> dict[str, Any]:
+    """The RL designer's training: stages, learning curve, env steps, wall time, handoff check."""
+    return {"stages": trained.stages, "env_steps": trained.env_steps, "wall_s": round(trained.wall_s, 2),
+            "handoff_max_abs_diff": trained.handoff_max_abs_diff, "max_size": trained.max_size,
+            "curve": [[stage, int(steps), float(ret)] for stage, steps, ret in trained.curve]}
 
 
 def design_plot(designs: Sequence[TargetDesign], path: str | Path, *, top: int = 15) -> Path:
@@ -212,8 +220,12 @@ def write_design(plan: DesignPlan, out: str | Path, *, overwrite: bool = False, 
         write_h5ad_atomic(design_anndata(plan, designs, command=command), out / "design.h5ad", overwrite=True)
         design_plot(designs, out / "design.png")
         write_json_atomic(out / "library.json", {"library": plan.library})
-        manifest.finish("complete", outputs={"table": "design.tsv", "cells": "design.h5ad", "plot": "design.png",
-                                             "library": "library.json"},
+        outputs = {"table": "design.tsv", "cells": "design.h5ad", "plot": "design.png", "library": "library.json"}
+        if plan.trained is not None and plan.rl.checkpoint is None:  # trained by this design
+            outputs["designer"] = plan.trained.save(out / "designer.pt").name
+            write_json_atomic(out / "designer_training.json", _training_record(plan.trained))
+            outputs["designer_training"] = "designer_training.json"
+        manifest.finish("complete", outputs=outputs,
                         evaluations={d.target: d.result.evaluations for d in designs},
                         wall_s={d.target: round(d.result.wall_s, 3) for d in designs})
     return table

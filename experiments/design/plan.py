@@ -20,9 +20,37 @@ import numpy as np
 from experiments.design.errors import DesignError
 from experiments.design.objective import DEFAULT_N_START, DEFAULT_N_TARGET, DesignObjective, ForwardModel
 from experiments.design.search import DEFAULT_BEAM_WIDTH, DESIGNERS, DesignResult, check_size, n_sets, run_designer
+
+#: Every designer: the searches, and ``rl`` (a trained policy, :mod:`experiments.design.rl_designer`).
+ALL_DESIGNERS = (*DESIGNERS, "rl")
 from experiments.design.targets import TargetCells
 
-__all__ = ["DesignPlan", "TargetDesign", "plan_design", "run_design"]
+__all__ = ["ALL_DESIGNERS", "DesignPlan", "RLDesignSettings", "TargetDesign", "plan_design", "run_design"]
+
+
+@dataclass
+class RLDesignSettings:
+    """How ``--designer rl`` gets its policy and how many rollouts it proposes with.
+
+    Attributes
+    ----------
+    checkpoint
+        A ``designer.pt`` to reuse (``None``: train one on the run, then write it to the output).
+    training_targets
+        Targets the policy is trained on (random sets applied to other start cells).
+    iterations
+        Training iterations: a third TRPO, the rest PPO from TRPO's weights.
+    rollouts
+        Episodes per target at query time (the first greedy).
+    width
+        Members the policy-led beam keeps and tries per step at query time.
+    """
+
+    checkpoint: str | None = None
+    training_targets: int = 512
+    iterations: int = 60
+    rollouts: int = 32
+    width: int = 32
 
 
 @dataclass
@@ -43,6 +71,8 @@ class DesignPlan:
     seed: int = 0
     start_group: tuple[str, str] | None = None
     target_source: str = ""
+    rl: RLDesignSettings = field(default_factory=RLDesignSettings)
+    trained: Any = None  # the RL designer, once trained or loaded
 
     @property
     def target_names(self) -> list[str]:
@@ -63,7 +93,7 @@ def plan_design(run: Any, *, target_cells: str | os.PathLike | None = None, targ
                 start_group: Any = None, library: Any = "seen", max_size: int = 1, effort: float = 0.0,
                 designer: str = "beam", budget: int | None = None, beam_width: int = DEFAULT_BEAM_WIDTH,
                 n_cells: int = DEFAULT_N_START, n_target_cells: int = DEFAULT_N_TARGET, seed: int = 0,
-                trial: str | None = None) -> DesignPlan:
+                trial: str | None = None, rl: RLDesignSettings | None = None) -> DesignPlan:
     """Check every input of a design and build its forward model (no set is scored yet).
 
     ``run``: a run directory or a :class:`~experiments.prediction.runs.Run`. The other arguments are
@@ -74,8 +104,15 @@ def plan_design(run: Any, *, target_cells: str | os.PathLike | None = None, targ
     from experiments.prediction.predict import parse_group, select_start_rows
     from experiments.prediction.runs import Run, load_run
 
-    if designer not in DESIGNERS:
-        raise DesignError(f"Unknown designer {designer!r}; choose one of {list(DESIGNERS)}.")
+    if designer not in ALL_DESIGNERS:
+        raise DesignError(f"Unknown designer {designer!r}; choose one of {list(ALL_DESIGNERS)}.")
+    rl = rl or RLDesignSettings()
+    for name, value, least in (("--rollouts", rl.rollouts, 0), ("--width", rl.width, 0),
+                               ("--rl-targets", rl.training_targets, 1), ("--rl-iterations", rl.iterations, 2)):
+        if value < least:
+            raise DesignError(f"{name} must be >= {least}, got {value}.")
+    if rl.rollouts + rl.width == 0:
+        raise DesignError("--rollouts and --width are both 0: the RL designer would propose nothing.")
     if (target_cells is None) == (target_genes is None):
         raise DesignError("Give one target: --target-cells FILE.h5ad or --target-genes GENE:up,GENE:down.")
     if target_obs is not None and target_cells is None:
@@ -101,6 +138,19 @@ def plan_design(run: Any, *, target_cells: str | os.PathLike | None = None, targ
     model = ForwardModel(ds, run.env_config, rows)
     if max_size > 1:
         model.label(members[:2])  # a run without sets cannot compose: one error now, not mid-search
+    trained = None
+    if designer == "rl":
+        if signature is not None:
+            raise DesignError("--designer rl observes the gap to the target's cells: give --target-cells.")
+        if rl.checkpoint is not None:
+            from experiments.design.rl_designer import TrainedDesigner
+
+            trained = TrainedDesigner.load(rl.checkpoint)
+            if trained.library != members or trained.max_size < max_size:
+                raise DesignError(f"--designer-checkpoint {rl.checkpoint} was trained on another library or a smaller "
+                                  f"--max-size ({len(trained.library)} members, k <= {trained.max_size}); this design "
+                                  f"has {len(members)} members and k = {max_size}. Train it again (leave the checkpoint "
+                                  "out).")
     if designer == "naive" and signature is not None:
         raise DesignError("--designer naive ranks members by the target cells' mean shift: give --target-cells.")
     if designer == "exhaustive" and budget is not None and n_sets(len(members), max_size) > budget:
@@ -111,7 +161,25 @@ def plan_design(run: Any, *, target_cells: str | os.PathLike | None = None, targ
                       max_size=int(max_size), effort=float(effort), designer=designer, budget=budget,
                       beam_width=int(beam_width), n_target_cells=int(n_target_cells), seed=int(seed),
                       start_group=group, target_source=str(target_cells) if target_cells is not None
-                      else f"signature {signature}")
+                      else f"signature {signature}", rl=rl, trained=trained)
+
+
+def _rl_designer(plan: DesignPlan, log: Callable[[str], None] | None):
+    """The plan's trained designer: loaded, or trained now on targets the run's forward model makes."""
+    if plan.trained is None:
+        from experiments.design.amortised import member_features, training_problems
+        from experiments.design.rl_designer import train_designer
+
+        if log:
+            log(f"training the RL designer: {plan.rl.training_targets} targets, {plan.rl.iterations} iterations "
+                "(TRPO then PPO)")
+        problems = training_problems(plan.model, plan.library, max_size=plan.max_size, effort=plan.effort,
+                                     n_targets=plan.rl.training_targets, group=plan.start_group, seed=plan.seed)
+        trpo = max(1, plan.rl.iterations // 3)
+        plan.trained = train_designer(problems, member_features(plan.model, plan.library), max_size=plan.max_size,
+                                      trpo_iters=trpo, ppo_iters=max(1, plan.rl.iterations - trpo),
+                                      seed=plan.seed, log=log)
+    return plan.trained
 
 
 def run_design(plan: DesignPlan, log: Callable[[str], None] | None = None) -> list[TargetDesign]:
@@ -137,8 +205,14 @@ def run_design(plan: DesignPlan, log: Callable[[str], None] | None = None) -> li
             if log:
                 log(f"{prefix}: {message}")
 
-        result = run_designer(objective, plan.library, designer=plan.designer, max_size=plan.max_size,
-                              beam_width=plan.beam_width, seed=plan.seed, log=progress)
+        if plan.designer == "rl":
+            from experiments.design.rl_designer import propose
+
+            result = propose(_rl_designer(plan, log), objective, plan.library, max_size=plan.max_size,
+                             rollouts=plan.rl.rollouts, width=plan.rl.width, seed=plan.seed)
+        else:
+            result = run_designer(objective, plan.library, designer=plan.designer, max_size=plan.max_size,
+                                  beam_width=plan.beam_width, seed=plan.seed, log=progress)
         if log and result.ranked:
             best = result.ranked[0]
             log(f"{prefix}: best {'+'.join(best.members)} objective {best.objective:.4g} (no perturbation "

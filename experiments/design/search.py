@@ -30,7 +30,7 @@ import numpy as np
 from experiments.design.errors import DesignError
 from experiments.design.objective import CandidateSet, DesignObjective, Score
 
-__all__ = ["DEFAULT_BEAM_WIDTH", "DESIGNERS", "DesignResult", "n_sets", "run_designer"]
+__all__ = ["DEFAULT_BEAM_WIDTH", "DESIGNERS", "DesignResult", "affordable", "n_sets", "run_designer"]
 
 DESIGNERS = ("beam", "greedy", "exhaustive", "random", "naive")
 DEFAULT_BEAM_WIDTH = 8
@@ -110,7 +110,7 @@ def _score_all(objective: DesignObjective, sets: Sequence[CandidateSet], log: Lo
     return scores
 
 
-def _affordable(objective: DesignObjective, sets: list[CandidateSet]) -> list[CandidateSet]:
+def affordable(objective: DesignObjective, sets: list[CandidateSet]) -> list[CandidateSet]:
     """The first sets the budget pays for (sets scored before cost nothing)."""
     if objective.remaining is None:
         return sets
@@ -138,7 +138,7 @@ def _greedy(objective: DesignObjective, library: list[str], *, max_size: int, lo
     current: CandidateSet = ()
     best = objective.baseline()
     for size in range(1, max_size + 1):
-        candidates = _affordable(objective, [tuple(sorted((*current, m))) for m in library if m not in current])
+        candidates = affordable(objective, [tuple(sorted((*current, m))) for m in library if m not in current])
         if not candidates:
             return
         scores = _score_all(objective, candidates, log, f"greedy size {size}")
@@ -154,7 +154,7 @@ def _beam(objective: DesignObjective, library: list[str], *, max_size: int, beam
     beam: list[CandidateSet] = [()]
     for size in range(1, max_size + 1):
         grown = {tuple(sorted((*b, m))) for b in beam for m in library if m not in b}
-        candidates = _affordable(objective, sorted(grown))
+        candidates = affordable(objective, sorted(grown))
         if not candidates:
             return
         scores = _score_all(objective, candidates, log, f"beam size {size}")
