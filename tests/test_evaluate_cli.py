@@ -166,3 +166,24 @@ def test_top_k_score_keys_name_k(tiny_h5ad):
     scores = score_prediction(prediction, X_ctrl, X_obs, pca=pca, observed_traj_pc=traj, k=5)
     assert {"delta_pearson_top5", "delta_mse_top5"} <= set(scores)
     assert not {"delta_pearson_top20", "delta_mse_top20"} & set(scores)
+
+
+def test_cell_eval_scores_join_the_rows_and_the_report(tiny_h5ad, tmp_path, capsys):
+    out = tmp_path / "ce"
+    rc, _, err = _evaluate([*_base(tiny_h5ad), "--split", "group", "--group-key", "cell_type", "--holdout", "T",
+                            "--cell-eval", "--cell-eval-cells", "60", "-o", out], capsys)
+    assert rc == 0, err
+    rows = json.loads((out / "metrics.json").read_text())["rows"]
+
+    def value(method, metric):
+        return next(r["value"] for r in rows if r["method"] == method and r["metric"] == metric)
+
+    # three perturbations: discrimination is scored; doing nothing makes no DE gene, a real shift some
+    assert value("control-mean", "cell_eval_de_nsig_counts_pred") <= 1
+    assert value("control-mean", "cell_eval_de_nsig_counts_real") > 1
+    assert value("hint-controller", "cell_eval_pearson_delta") > 0.5
+    assert value("hint-controller", "cell_eval_discrimination_score_l1") >= 0
+    assert value("hint-controller", "de_genes") > 0 and value("control-mean", "de_genes") <= 1
+    report = (out / "report.md").read_text()
+    assert "cell-eval (Arc Institute" in report and "cell_eval_pearson_delta" in report
+    assert "DE genes per perturbation" in report

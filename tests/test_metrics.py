@@ -345,3 +345,26 @@ def test_paper_start_end_metric_rewards_doing_nothing(rng):
     np.testing.assert_allclose(corr, expected, atol=1e-12)
     with pytest.raises(ValueError, match="rows must be paired"):
         M.paper_start_end_metric(Z0, Z1[:5])
+
+
+def test_de_gene_count_is_zero_for_doing_nothing_and_counts_real_shifts():
+    from experiments.evaluation.metrics import de_gene_count
+
+    rng = np.random.default_rng(0)
+    control = rng.normal(1.0, 0.5, size=(300, 40))
+    moved = rng.normal(1.0, 0.5, size=(300, 40))
+    moved[:, :5] += 1.0  # five genes really change
+    assert de_gene_count(control, control[rng.permutation(300)]) == 0
+    assert de_gene_count(control, moved) == 5
+    # one deterministic small shift of every gene of every cell: all 40 significant
+    assert de_gene_count(control, control + 0.2) == 40
+
+
+def test_predicted_cells_never_go_below_the_floor_of_expression():
+    from experiments.evaluation.baselines import shifted_cells
+
+    start = np.array([[0.0, 1.0], [2.0, 0.5]])
+    out = shifted_cells(start, np.array([[-1.0, -0.7]]))
+    assert out.min() == 0.0 and np.allclose(out, [[0.0, 0.3], [1.0, 0.0]])
+    # z-scored data (negative values are real): the floor is their own minimum, not 0
+    assert shifted_cells(start - 1.0, np.array([[-5.0, 0.0]])).min() == -1.0

@@ -146,6 +146,19 @@ def latent_change_to_genes(dataset: PreparedDataset, dz: np.ndarray) -> np.ndarr
     return (np.asarray(dz, dtype=np.float64) * space.scale) @ space.components
 
 
+def shifted_cells(start: np.ndarray, change: np.ndarray) -> np.ndarray:
+    """Start cells' expression plus a change, floored where expression ends (cells x genes).
+
+    Log-normalized expression is never below 0, so a predicted cell is not either: a decoded shift
+    that would take a gene below the lowest value of the start cells (0 for log1p data) stops
+    there. Without the floor, a DE test or cell-eval reads the predicted cells as impossible data
+    (they refuse negative log-expression).
+    """
+    start = np.asarray(start, dtype=np.float64)
+    floor = min(0.0, float(start.min())) if start.size else 0.0
+    return np.maximum(start + change, floor)
+
+
 def training_deltas(dataset: PreparedDataset) -> dict[str, np.ndarray]:
     """Gene-space delta of every training perturbation, from training cells only.
 
@@ -190,7 +203,7 @@ def shifted_by(context: EvalContext, perturbation: str, delta: np.ndarray) -> Pr
     X0 = context.start_expression(perturbation)
     steps = np.linspace(0.0, 1.0, context.horizon + 1)[:, None]
     trajectory = X0.mean(axis=0)[None, :] + steps * delta[None, :]
-    return Prediction(cells=X0 + delta[None, :], trajectory=trajectory)
+    return Prediction(cells=shifted_cells(X0, delta[None, :]), trajectory=trajectory)
 
 
 def control_mean(context: EvalContext, perturbation: str, rng: np.random.Generator) -> Prediction:
@@ -333,7 +346,7 @@ def rollout(
         path.append(z.copy())
     latent_path = np.stack(path, axis=1)  # cells x steps x d
     X0 = context.start_expression(perturbation)
-    cells = X0 + latent_change_to_genes(ds, z - z0)
+    cells = shifted_cells(X0, latent_change_to_genes(ds, z - z0))
     mean_change = latent_path.mean(axis=0) - z0.mean(axis=0)[None, :]
     trajectory = X0.mean(axis=0)[None, :] + latent_change_to_genes(ds, mean_change)
     return Prediction(cells=cells, trajectory=trajectory, latent_start=z0, latent_end=z, latent_path=latent_path)

@@ -31,6 +31,9 @@ Metrics (:mod:`experiments.evaluation.metrics`), per perturbation, then averaged
   bins (:func:`experiments.evaluation.metrics.binned_mean_trajectory`). Simulated trajectory: the mean
   predicted state at each of the ``horizon + 1`` steps (for the non-dynamic baselines a straight
   line from the start mean to the predicted mean).
+* ``de_genes``, ``de_genes_observed``: genes a Welch t-test with Benjamini-Hochberg q < 0.05 calls
+  changed vs the start controls, in the predicted and in the real cells (read side by side, not
+  ranked: doing nothing scores 0, a deterministic shift makes every shifted gene significant);
 * ``paper_start_end`` (the seed paper's metric, mean |end - start| per latent dim): reported for
   comparison only, never to rank; a do-nothing policy scores its optimum 0.
 """
@@ -45,6 +48,7 @@ import numpy as np
 
 from envs.dataset import PreparedDataset
 from envs.start_range import ranged_policy
+from experiments.evaluation import cell_eval_scores as CE
 from experiments.evaluation import metrics as M
 from experiments.evaluation.baselines import (
     BASELINES,
@@ -59,6 +63,7 @@ from experiments.evaluation.references import REFERENCES
 
 __all__ = [
     "METRICS",
+    "DE_COUNTS",
     "HIGHER_IS_BETTER",
     "SPLIT_LABELS",
     "EvaluationResult",
@@ -88,7 +93,10 @@ METRICS = (
 FIELD_TOP_K = 100
 #: Reported but never used to rank (the seed paper's metric; do-nothing wins it).
 COMPARISON_ONLY = ("paper_start_end",)
-HIGHER_IS_BETTER = {m: m.startswith(("delta_pearson", "r2_")) for m in METRICS + COMPARISON_ONLY}
+#: DE-gene counts of the prediction and of the real cells (read side by side; a do-nothing prediction has 0).
+DE_COUNTS = ("de_genes", "de_genes_observed")
+HIGHER_IS_BETTER = {m: m.startswith(("delta_pearson", "r2_")) for m in METRICS + COMPARISON_ONLY + DE_COUNTS}
+HIGHER_IS_BETTER.update({m: m not in CE.LOWER_IS_BETTER for m in CE.CELL_EVAL_COLUMNS})
 SPLIT_LABELS = {"cells": "held-out cells", "perturbations": "held-out perturbations", "group": "held-out group"}
 
 
@@ -246,6 +254,38 @@ def observed_trajectory(X_ctrl_pc: np.ndarray, X_obs_pc: np.ndarray, *, n_bins: 
     return M.binned_mean_trajectory(pooled, pseudotime, n_bins=n_bins)
 
 
+class _CellEvalInputs:
+    """Seeded subsamples of each perturbation's real and predicted cells, then cell-eval's rows per method."""
+
+    def __init__(self, n_cells: int, seed: int):
+        self.n_cells, self.rng = int(n_cells), np.random.default_rng([seed, 99])
+        self.control: list[np.ndarray] = []
+        self.real: dict[str, np.ndarray] = {}
+        self.predicted: dict[str, dict[str, np.ndarray]] = {}
+
+    def _sample(self, X: np.ndarray) -> np.ndarray:
+        if len(X) > self.n_cells:
+            X = X[np.sort(self.rng.choice(len(X), size=self.n_cells, replace=False))]
+        return np.asarray(X, dtype=np.float32)
+
+    def add_real(self, perturbation: str, control: np.ndarray, observed: np.ndarray) -> None:
+        self.control.append(self._sample(control))
+        self.real[perturbation] = self._sample(observed)
+
+    def add_predicted(self, method: str, perturbation: str, cells: np.ndarray) -> None:
+        self.predicted.setdefault(method, {})[perturbation] = self._sample(cells)
+
+    def rows(self, genes, *, split: str, seed: int) -> list[dict[str, Any]]:
+        control = np.vstack(self.control)
+        control = self._sample(control) if len(control) > 2 * self.n_cells else control
+        out = []
+        for method, cells in self.predicted.items():
+            scores = CE.cell_eval_scores(control, self.real, cells, genes)
+            out += [dict(method=method, split=split, metric=m, seed=seed, value=v, n_perturbations=len(cells))
+                    for m, v in scores.items()]
+        return out
+
+
 def score_prediction(
     prediction: Prediction,
     X_ctrl: np.ndarray,
@@ -274,6 +314,8 @@ def score_prediction(
     out["wasserstein2"] = M.wasserstein2(P_pc, O_pc, seed=seed).value
     sim_traj = np.asarray(pca.transform(prediction.trajectory), dtype=np.float64)
     out["dtw"] = M.dtw_distance(sim_traj, observed_traj_pc)
+    out["de_genes"] = M.de_gene_count(X_ctrl, prediction.cells)
+    out["de_genes_observed"] = M.de_gene_count(X_ctrl, X_obs)
     if prediction.latent_start is not None and prediction.latent_end is not None:
         out["paper_start_end"] = M.paper_start_end_metric(prediction.latent_start, prediction.latent_end).mean
     return out
@@ -290,6 +332,8 @@ def evaluate_dataset(
     keep_examples: int = 2,
     split_label: str | None = None,
     references: bool = True,
+    cell_eval: bool = False,
+    cell_eval_cells: int = 200,
 ) -> EvaluationResult:
     """Score ``methods`` (default: :data:`experiments.evaluation.baselines.BASELINES`) on ``dataset``.
 
@@ -316,6 +360,9 @@ def evaluate_dataset(
     references
         Also score the reference rows ``latent-ceiling`` and ``oracle-controller``
         (:mod:`experiments.evaluation.references`) where the perturbation has training cells.
+    cell_eval, cell_eval_cells
+        Also score every method with cell-eval (:mod:`experiments.evaluation.cell_eval_scores`), on
+        at most ``cell_eval_cells`` predicted and real cells per perturbation (seeded subsamples).
     """
     methods = dict(BASELINES if methods is None else methods)
     if references:
@@ -334,9 +381,12 @@ def evaluate_dataset(
     example_names = set(by_size[:keep_examples])
     per_pert: list[dict[str, Any]] = []
     examples: dict[str, dict[str, Any]] = {}
+    for_cell_eval = _CellEvalInputs(cell_eval_cells, seed) if cell_eval else None
     for p_index, p in enumerate(names):
         X_ctrl = context.start_expression(p)
         X_obs = expr[dataset.cell_indices(p, "test")].toarray().astype(np.float64)
+        if for_cell_eval is not None:
+            for_cell_eval.add_real(p, X_ctrl, X_obs)
         obs_traj = observed_trajectory(
             np.asarray(pca.transform(X_ctrl)), np.asarray(pca.transform(X_obs)), n_bins=context.horizon + 1
         )
@@ -349,6 +399,8 @@ def evaluate_dataset(
                 prediction = predict(context, p, rng)
             except KeyError:
                 continue
+            if for_cell_eval is not None:
+                for_cell_eval.add_predicted(method, p, prediction.cells)
             scores = score_prediction(prediction, X_ctrl, X_obs, pca=pca, observed_traj_pc=obs_traj, seed=seed)
             for metric, value in scores.items():
                 per_pert.append(dict(method=method, split=split, metric=metric, seed=seed, perturbation=p,
@@ -357,11 +409,13 @@ def evaluate_dataset(
                 examples[p][method] = prediction
     rows = []
     for method in methods:
-        for metric in METRICS + COMPARISON_ONLY:
+        for metric in METRICS + COMPARISON_ONLY + DE_COUNTS:
             values = [r["value"] for r in per_pert if r["method"] == method and r["metric"] == metric]
             if values:
                 rows.append(dict(method=method, split=split, metric=metric, seed=seed,
                                  value=float(np.mean(values)), n_perturbations=len(values)))
+    if for_cell_eval is not None:
+        rows += for_cell_eval.rows(dataset.latent_space.feature_names, split=split, seed=seed)
     range_info, range_scores = start_range_summary(context)
     info = {
         "start_range": range_info,

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from envs.pairing import stratified_ot_pairs
-from experiments.evaluation.baselines import EvalContext, Prediction, latent_change_to_genes, rollout
+from experiments.evaluation.baselines import EvalContext, Prediction, latent_change_to_genes, rollout, shifted_cells
 
 __all__ = ["paired_training_targets", "paired_targets", "latent_ceiling", "heldout_ceiling", "oracle_controller",
            "REFERENCES"]
@@ -78,7 +78,7 @@ def _moved_onto(context: EvalContext, perturbation: str, z_end: np.ndarray) -> P
     steps = np.linspace(0.0, 1.0, context.horizon + 1)[:, None]
     mean_change = latent_change_to_genes(context.dataset, (z_end - z0).mean(axis=0))
     trajectory = X0.mean(axis=0)[None, :] + steps * mean_change[None, :]
-    return Prediction(cells=X0 + latent_change_to_genes(context.dataset, z_end - z0), trajectory=trajectory,
+    return Prediction(cells=shifted_cells(X0, latent_change_to_genes(context.dataset, z_end - z0)), trajectory=trajectory,
                       latent_start=z0, latent_end=z_end)
 
 

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from experiments.evaluation.evaluate import COMPARISON_ONLY, HIGHER_IS_BETTER, METRICS
+from experiments.evaluation.cell_eval_scores import CELL_EVAL_COLUMNS, UNRANKED
+from experiments.evaluation.evaluate import COMPARISON_ONLY, DE_COUNTS, HIGHER_IS_BETTER, METRICS
 
 __all__ = ["CONVENTIONS", "READS_ANSWER", "HARM_METRICS", "summarize", "paired_difference", "worse_metrics",
            "harm_lines", "range_lines", "render_tables", "render_report", "METHOD_ORDER"]
@@ -47,6 +48,8 @@ CONVENTIONS = {
     "e_distance": "squared energy distance, Euclidean, V-statistic, fixed PCA of training cells (<= 50 PCs)",
     "wasserstein2": "exact W2 (POT emd2, squared-Euclidean cost, uniform weights) in the same PCA",
     "dtw": "tslearn DTW between simulated mean trajectory and observed pseudotime-binned mean trajectory (PCA)",
+    "de_genes": "genes with Benjamini-Hochberg q < 0.05 in a Welch t-test of the predicted (de_genes) or real "
+                "(de_genes_observed) cells vs the start controls; predicted cells are floored at 0 (log-expression)",
     "paper_start_end": "seed paper's start-vs-end metric (mean |z_end - z_start| per latent dim); comparison only",
     "ci": "95% t-interval over seeds of the per-seed mean over evaluated perturbations",
 }
@@ -176,8 +179,9 @@ def _table(rows, split: str, metrics: Sequence[str], stats) -> str:
     best = {}
     for m in metrics:
         means = {meth: stats[(split, meth, m)]["mean"] for meth in methods
-                 if (split, meth, m) in stats and meth not in READS_ANSWER}
-        if means and m not in COMPARISON_ONLY:
+                 if (split, meth, m) in stats and meth not in READS_ANSWER
+                 and np.isfinite(stats[(split, meth, m)]["mean"])}  # undefined (e.g. doing nothing's Pearson) never wins
+        if means and m not in COMPARISON_ONLY + DE_COUNTS + UNRANKED:
             pick = max if HIGHER_IS_BETTER[m] else min
             target = pick(means.values())
             best[m] = {meth for meth, v in means.items() if np.isclose(v, target, rtol=1e-9, atol=1e-12)}
@@ -273,6 +277,14 @@ def render_report(
         out += range_lines([r for r in runs if r.get("split") == split])
         out += harm_lines(rows, split)
         out += _verdicts(rows, split)
+        ce = [m for m in CELL_EVAL_COLUMNS if any(r["metric"] == m and r["split"] == split for r in rows)]
+        if ce:
+            out += ["cell-eval (Arc Institute's Virtual Cell Challenge metrics, its own DE test; means over "
+                    "perturbations; de_nsig_counts: its DE-gene counts, predicted vs real):", "",
+                    _table(rows, split, ce, stats), ""]
+        out += ["DE genes per perturbation (Welch t-test, Benjamini-Hochberg q < 0.05, vs the start controls), "
+                "predicted vs real cells: a good prediction is near the real count, doing nothing has 0:", "",
+                _table(rows, split, DE_COUNTS, stats), ""]
         out += ["Seed paper's start-vs-end metric (comparison only, never used to rank: doing nothing scores 0, "
                 "its optimum):", "", _table(rows, split, COMPARISON_ONLY, stats), ""]
     out += ["## Conventions", ""] + [f"- {k}: {v}" for k, v in CONVENTIONS.items()] + [""]

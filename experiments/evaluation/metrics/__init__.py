@@ -25,12 +25,16 @@ Conventions (the same ones the README states):
   trajectories: square root of the summed squared Euclidean costs along the optimal path.
 * Distances between clouds are computed in one **fixed PCA space** (:func:`fixed_pca`, fitted
   on reference cells such as the training set) so numbers are comparable across predictors.
+* **DE genes** (:func:`de_gene_count`): genes with Benjamini-Hochberg q < 0.05 in a Welch t-test
+  of a set of cells vs the control cells; counted for the real and the predicted cells alike.
 * :func:`paper_start_end_metric` reproduces the seed paper's start-vs-end metric for comparison
   only; a do-nothing policy wins it.
 """
 
 from experiments.evaluation.metrics.deltas import (
+    DE_FDR,
     DeltaMetrics,
+    de_gene_count,
     delta_metrics,
     mean_expression_r2,
     pearson_or_zero,
@@ -46,7 +50,9 @@ from experiments.evaluation.metrics.trajectories import (
 )
 
 __all__ = [
+    "DE_FDR",
     "DeltaMetrics",
+    "de_gene_count",
     "DistanceResult",
     "E_DISTANCE_MAX_CELLS",
     "StartEndMetric",

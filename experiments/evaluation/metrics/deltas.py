@@ -218,3 +218,27 @@ def mean_expression_r2(X_obs: Any, X_pred: Any, *, genes: np.ndarray | None = No
     if genes is not None:
         mu_o, mu_p = mu_o[genes], mu_p[genes]
     return pearson_or_zero(mu_p, mu_o) ** 2
+
+
+#: False discovery rate of :func:`de_gene_count`.
+DE_FDR = 0.05
+
+
+def de_gene_count(X_ctrl: Any, X: Any, *, fdr: float = DE_FDR) -> int:
+    """Genes a DE test calls changed between ``X`` and the control cells: Welch t-test, Benjamini-Hochberg q < ``fdr``.
+
+    What a scanpy user's ``rank_genes_groups(method="t-test")`` or cell-eval would count. Scored on
+    the real perturbed cells and on a prediction alike: a do-nothing prediction (the control cells)
+    has 0; a prediction that moves every cell by one deterministic shift makes every shifted gene
+    significant, however small the shift. Genes constant in both groups are not called.
+    """
+    from scipy.stats import false_discovery_control, ttest_ind
+
+    C = as_matrix("X_ctrl", X_ctrl)
+    P = as_matrix("X", X, n_cols=C.shape[1], cols_of="X_ctrl")
+    if len(C) < 2 or len(P) < 2:
+        return 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = ttest_ind(P, C, axis=0, equal_var=False).pvalue
+    p = np.where(np.isfinite(p), p, 1.0)
+    return int(np.sum(false_discovery_control(p) < fdr))
