@@ -367,3 +367,24 @@ def test_cli_method_choices_are_the_methods_predict_knows():
     from experiments.prediction.runs import METHODS
 
     assert METHOD_CHOICES == METHODS
+
+
+def test_cell_eval_inputs_are_written_and_cell_eval_scores_them(synthetic, tmp_path, capsys):
+    import anndata as ad
+
+    from experiments.evaluation.cell_eval_scores import CELL_EVAL_CONTROL, CELL_EVAL_PERT_COL, score_anndata
+
+    run, out, ce = synthetic["run"], tmp_path / "p.h5ad", tmp_path / "ce"
+    base = ["--run", run, "--perturbation", "G006", "--n-cells", 60, "-q", "-o", out, "--cell-eval-dir", ce]
+    rc, _, err = _predict(base, capsys)
+    assert rc == 2 and "add --with-observed" in err and not out.exists()
+    rc, _, err = _predict([*base, "--with-observed", "--method", "hint-controller"], capsys)
+    assert rc == 0, err
+    assert ad.read_h5ad(out).X.min() >= 0  # log-expression is never negative, so neither is a prediction
+    pred, real = ad.read_h5ad(ce / "pred.h5ad"), ad.read_h5ad(ce / "real.h5ad")
+    assert list(pred.var_names) == list(real.var_names)
+    assert set(pred.obs[CELL_EVAL_PERT_COL]) == set(real.obs[CELL_EVAL_PERT_COL]) == {CELL_EVAL_CONTROL, "G006"}
+    scores = score_anndata(real, pred, ["pearson_delta", "mae"], threads=1)
+    assert scores["cell_eval_pearson_delta"] > 0.5  # the guide's shift on a seen perturbation, read by cell-eval
+    rc, _, err = _predict([*base[:-4], "-o", tmp_path / "q.h5ad", "--cell-eval-dir", ce, "--with-observed"], capsys)
+    assert rc == 2 and "already holds pred.h5ad, real.h5ad" in err

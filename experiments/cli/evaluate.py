@@ -66,6 +66,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tr.add_argument("--no-ablation", action="store_true", help="skip the random-init PPO run")
     ev = parser.add_argument_group("evaluation")
     ev.add_argument("--max-start-cells", type=int, default=1000, help="start control cells per seed (default 1000)")
+    ev.add_argument("--cell-eval", action="store_true",
+                    help="also score every method with Arc Institute's cell-eval (needs the extra: pip install -e "
+                         "'.[cell-eval]'); its columns join metrics.json and report.md")
+    ev.add_argument("--cell-eval-cells", type=int, default=200, metavar="N",
+                    help="predicted and real cells per perturbation cell-eval scores (seeded subsample; default 200)")
     ev.add_argument("--output", "-o", metavar="DIR", help="output dir (default runs/evaluate-<time>)")
     ev.add_argument("--overwrite", action="store_true", help="replace the evaluation in --output whole (the old "
                     "one is deleted once the new one's manifest exists)")
@@ -106,6 +111,14 @@ def _base_settings(args: argparse.Namespace):
 
 
 def _check_args(args: argparse.Namespace, settings) -> None:
+    if args.cell_eval:
+        from experiments.evaluation.cell_eval_scores import available
+
+        if not available():
+            raise UsageError("--cell-eval needs cell-eval, which is not installed: pip install -e '.[cell-eval]' "
+                             "(or pip install cell-eval), then run again.")
+        if args.cell_eval_cells < 2:
+            raise UsageError(f"--cell-eval-cells must be >= 2 (a DE test needs cells), got {args.cell_eval_cells}.")
     if bool(args.run) == bool(args.data):
         raise UsageError("Give either --run DIR (a train/sweep output) or --data X (run everything here).")
     if args.run and (args.split or args.holdout or args.group_key):
@@ -302,7 +315,8 @@ def _run(args: argparse.Namespace, library_log: list) -> int:
                 _record_checkpoints(manifest, job, work)
             log(f"seed {job.seed}: scoring {len(methods)} methods")
             result = evaluate_dataset(job.dataset, methods, seed=job.seed, env_config=job.settings.env_config,
-                                      max_start_cells=args.max_start_cells)
+                                      max_start_cells=args.max_start_cells, cell_eval=args.cell_eval,
+                                      cell_eval_cells=args.cell_eval_cells)
             job.info.update(result.info)
             rows += result.rows
             per_perturbation += result.per_perturbation

@@ -55,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--with-observed", action="store_true",
                         help="also write the data's own cells of each perturbation (kind='observed')")
     parser.add_argument("--output", "-o", required=True, metavar="FILE.h5ad", help="output .h5ad file")
+    parser.add_argument("--cell-eval-dir", metavar="DIR",
+                        help="also write DIR/pred.h5ad and DIR/real.h5ad in cell-eval's input form (needs "
+                             "--with-observed), for `cell-eval run`")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument("--quiet", "-q", action="store_true",
                         help="less progress output; Ray's and RLlib's messages go to FILE.ray.log beside the output")
@@ -63,6 +66,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``waddington predict``; 0 when the file is written."""
     return run_command(_run, args)
+
+
+def _check_cell_eval_dir(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from experiments.prediction.runs import PredictionError
+
+    if not args.with_observed:
+        raise PredictionError("--cell-eval-dir compares the prediction with the data's own cells: add --with-observed.")
+    taken = [f for f in ("pred.h5ad", "real.h5ad") if (Path(args.cell_eval_dir).expanduser() / f).exists()]
+    if taken and not args.overwrite:
+        raise PredictionError(f"{args.cell_eval_dir} already holds {', '.join(taken)}; pass --overwrite to replace "
+                              "them or choose another --cell-eval-dir.")
 
 
 def _run(args: argparse.Namespace, library_log: list) -> int:
@@ -90,12 +106,19 @@ def _run(args: argparse.Namespace, library_log: list) -> int:
             library_log[0].attach(library_log_path(out))
         if args.n_cells < 1:
             raise PredictionError(f"--n-cells must be >= 1, got {args.n_cells}.")
+        if args.cell_eval_dir is not None:
+            _check_cell_eval_dir(args)
         adata = predict_anndata(
             args.run, perturbations=args.perturbation, method=args.method, start_group=args.start_group,
             n_cells=args.n_cells, seed=args.seed, with_observed=args.with_observed, top_genes=args.top_genes,
             trial=args.trial, command=command, log=log,
         )
         write_h5ad_atomic(adata, out, overwrite=args.overwrite)
+        if args.cell_eval_dir is not None:
+            from experiments.prediction.cell_eval_export import CELL_EVAL_COMMAND, write_cell_eval_inputs
+
+            write_cell_eval_inputs(adata, args.cell_eval_dir)
+            log(f"wrote cell-eval inputs; score them with: {CELL_EVAL_COMMAND.format(dir=args.cell_eval_dir)}")
     except (PredictionError, DataValidationError, CheckpointError, SettingsError) as exc:
         raise UsageError(str(exc)) from exc
     info = adata.uns["waddington"]

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 __all__ = ["CELL_EVAL_COLUMNS", "CELL_EVAL_CONTROL", "CELL_EVAL_METRICS", "CELL_EVAL_PERT_COL", "available", "cell_eval_anndata",
-           "cell_eval_scores"]
+           "cell_eval_scores", "score_anndata"]
 
 #: cell-eval metrics reported (its names), in report order.
 CELL_EVAL_METRICS = ("pearson_delta", "overlap_at_N", "de_direction_match", "mae", "mse", "de_nsig_counts_pred",
@@ -74,7 +74,7 @@ def cell_eval_scores(control: np.ndarray, observed: Mapping[str, np.ndarray], pr
     quiet = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "1"  # cell-eval's progress bars, one per metric, would bury evaluate's log
     try:
-        return _compute(real, pred, wanted, threads)
+        return score_anndata(real, pred, wanted, threads)
     finally:
         if quiet is None:
             os.environ.pop("TQDM_DISABLE", None)
@@ -82,7 +82,8 @@ def cell_eval_scores(control: np.ndarray, observed: Mapping[str, np.ndarray], pr
             os.environ["TQDM_DISABLE"] = quiet
 
 
-def _compute(real, pred, wanted: list[str], threads: int) -> dict[str, float]:
+def score_anndata(real, pred, wanted: Sequence[str], threads: int = 1) -> dict[str, float]:
+    """cell-eval's ``wanted`` metrics of two AnnData in its input form (means over perturbations)."""
     from cell_eval import MetricsEvaluator
 
     with tempfile.TemporaryDirectory(prefix="waddington-cell-eval-") as outdir:
