@@ -1,6 +1,9 @@
 """Designers on planted pairs of known truth: does the search recover the pair that made the target? (docs/design.md)
 
-First version of issue 21's ``design_search`` benchmark, on the synthetic sets
+Two worlds. ``--world planted`` (default): a library of 50 to thousands of pathway members whose
+features carry their effects, with synergy planted so greedy fails, where the RL designer (trained
+TRPO -> PPO, and PPO only with ``--stages``) is compared with every search
+(:mod:`benchmarks.design_planted` says how). ``--world cells``: the cell-level synthetic sets
 (:func:`envs.synthetic_sets.make_synthetic_set_data`): for each seed the four planted pairs (uniform
 and disjoint: non-interacting; synergy: A carries a well where B then moves it; buffering: A and A'
 do the same thing, so together they move the cells once) are held out (``split="perturbations"``);
@@ -16,18 +19,22 @@ same recall per pair kind. A buffering pair's target is reached as well by one o
 (the pair moves cells once, as each member does), so its pair is not identifiable from cells: the
 kind is reported, and ``recall_*_identifiable`` leaves it out.
 
-    python benchmarks/design_search.py --seeds 0,1,2 --library 7 --k 2
-    python benchmarks/design_search.py --seeds 0,1,2 --library 40 --k 2 --json benchmarks/results/design_search.json
+    python benchmarks/design_search.py --world cells --seeds 0,1,2 --library 40 --k 2
+    python benchmarks/design_search.py --seeds 0,1,2,3,4 --library 500 --k 2 --stages "trpo->ppo,ppo" \
+        --json benchmarks/results/design_search.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DESIGNERS = ("exhaustive", "beam", "greedy", "random", "naive")
 
@@ -101,25 +108,54 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--world", choices=["planted", "cells"], default="planted")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
-    parser.add_argument("--library", type=int, default=7, help="library size: the 7 seen singles plus panel decoys")
+    parser.add_argument("--library", type=int, default=500, help="library size (cells: the 7 seen singles plus "
+                        "panel decoys; default 500)")
     parser.add_argument("--k", type=int, default=2, help="most members per set (default 2)")
-    parser.add_argument("--budget", type=int, default=5000, help="exhaustive runs only below this many sets")
-    parser.add_argument("--beam-width", type=int, default=4)
+    parser.add_argument("--budget", type=int, default=200_000, help="exhaustive runs only below this many sets")
+    parser.add_argument("--beam-width", type=int, default=8)
+    parser.add_argument("--targets", type=int, default=20, help="planted: held-out queries per seed")
+    parser.add_argument("--train-targets", type=int, default=2000, help="planted: training targets of the RL designer")
+    parser.add_argument("--stages", default="trpo->ppo", help="planted: RL variants, comma-separated: trpo->ppo, ppo")
+    parser.add_argument("--iterations", type=int, default=80, help="planted: RL training iterations (a quarter TRPO)")
+    parser.add_argument("--exhaustive-targets", type=int, default=5, help="planted: queries exhaustive is run on")
+    parser.add_argument("--unstructured", action="store_true", help="planted: random member features (the needle)")
     parser.add_argument("--json", help="write rows and summary here")
     args = parser.parse_args()
-    rows = []
-    for seed in (int(s) for s in args.seeds.split(",")):
-        rows += score_seed(seed, args.library, args.k, args.budget, args.beam_width)
-    summary = summarize(rows)
-    print(f"{'designer':<11} {'library':>7} {'k':>2} {'recall@1':>8} {'@10':>5} {'@1 ident.':>9} {'evals':>7} "
-          f"{'wall_s':>7}")
-    for e in summary:
-        print(f"{e['designer']:<11} {e['library']:>7} {e['k']:>2} {e['recall_at_1']:>8.2f} {e['recall_at_10']:>5.2f} "
-              f"{e['recall_at_1_identifiable']:>9.2f} {e['evaluations']:>7.0f} {e['wall_s']:>7.2f}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.world == "planted":
+        from benchmarks.design_planted import planted_rows, summarize_planted
+
+        rows = []
+        for seed in seeds:
+            rows += planted_rows(seed, library=args.library, k=args.k, n_targets=args.targets,
+                                 n_train=args.train_targets, stages=args.stages.split(","), iterations=args.iterations,
+                                 budget=args.budget, exhaustive_targets=args.exhaustive_targets,
+                                 beam_width=args.beam_width, structured=not args.unstructured)
+        summary = summarize_planted(rows)
+        print(f"{'designer':<12} {'library':>7} {'k':>2} {'recall@1':>8} {'@10':>5} {'evals':>8} {'share':>7} "
+              f"{'vs beam':>7} {'wall_s':>7} {'train_s':>7}")
+        for e in summary:
+            print(f"{e['designer']:<12} {e['library']:>7} {e['k']:>2} {e['recall_at_1']:>8.2f} {e['recall_at_10']:>5.2f} "
+                  f"{e['evaluations']:>8.0f} {e.get('evaluations_share', float('nan')):>7.4f} "
+                  f"{e.get('objective_vs_beam', float('nan')):>7.3f} {e['wall_s']:>7.2f} "
+                  f"{e.get('train_wall_s', 0):>7.0f}")
+    else:
+        rows = []
+        for seed in seeds:
+            rows += score_seed(seed, args.library, args.k, args.budget, args.beam_width)
+        summary = summarize(rows)
+        print(f"{'designer':<11} {'library':>7} {'k':>2} {'recall@1':>8} {'@10':>5} {'@1 ident.':>9} {'evals':>7} "
+              f"{'wall_s':>7}")
+        for e in summary:
+            print(f"{e['designer']:<11} {e['library']:>7} {e['k']:>2} {e['recall_at_1']:>8.2f} "
+                  f"{e['recall_at_10']:>5.2f} {e['recall_at_1_identifiable']:>9.2f} {e['evaluations']:>7.0f} "
+                  f"{e['wall_s']:>7.2f}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
+        Path(args.json).write_text(json.dumps({"world": args.world, "argv": sys.argv[1:], "rows": rows,
+                                               "summary": summary}, indent=1))
 
 
 if __name__ == "__main__":
