@@ -58,8 +58,8 @@ def test_additive_baseline_sums_member_deltas_and_skips_singles(held_out_ab):
                             dynamics=B.make_dynamics(ds), train_delta=B.training_deltas(ds))
     prediction = B.additive(context, "B+A", np.random.default_rng(0))
     X0 = context.start_expression("B+A")
-    np.testing.assert_allclose(prediction.cells - X0, np.broadcast_to(
-        context.train_delta["A"] + context.train_delta["B"], X0.shape), atol=1e-9)
+    np.testing.assert_allclose(prediction.cells, np.maximum(X0 + np.broadcast_to(
+        context.train_delta["A"] + context.train_delta["B"], X0.shape), 0.0), atol=1e-9)
     with pytest.raises(KeyError, match="single"):
         B.additive(context, "A", np.random.default_rng(0))
     assert "additive" in B.BASELINES
