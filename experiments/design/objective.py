@@ -29,6 +29,7 @@ the cache and not counted again, so designers that revisit sets pay once.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,8 @@ DEFAULT_N_START = 256
 DEFAULT_N_TARGET = 256
 #: Floats of one batch of pairwise distances (candidates x cells x cells): bounds the memory of a batch.
 _BATCH_FLOATS = 8_000_000
+#: Sets whose per-cell hints the forward model keeps (256 cells x 8 dims: about 16 KB each).
+_CACHED_HINTS = 20_000
 
 CandidateSet = tuple[str, ...]
 
@@ -130,7 +133,7 @@ class ForwardModel:
         self.start_rows = np.asarray(start_rows)
         self.start = dataset.latent[self.start_rows].astype(np.float64)
         self.n_latent = int(dataset.n_latent)
-        self._hints: dict[frozenset[str], np.ndarray] = {}
+        self._hints: OrderedDict[frozenset[str], np.ndarray] = OrderedDict()
 
     def label(self, members: Sequence[str]) -> str:
         """The perturbation label of a set: members joined by the run's separator (one member: itself)."""
@@ -143,15 +146,19 @@ class ForwardModel:
         return self.sets.separator.join(members)
 
     def hints(self, members: Sequence[str]) -> np.ndarray:
-        """Per-cell hint (start cells x d) of the set ``members`` (order-free, cached)."""
+        """Per-cell hint (start cells x d) of the set ``members`` (order-free, cached: the latest ones kept)."""
         key = frozenset(map(str, members))
-        if key not in self._hints:
-            if not key:
-                self._hints[key] = np.zeros_like(self.start)
-            else:
-                features = self.dynamics.features_at(self.label(sorted(key)), self.start)
-                self._hints[key] = features[:, -self.n_latent :].astype(np.float64)
-        return self._hints[key]
+        if key in self._hints:
+            self._hints.move_to_end(key)
+            return self._hints[key]
+        if not key:
+            hint = np.zeros_like(self.start)
+        else:
+            hint = self.dynamics.features_at(self.label(sorted(key)), self.start)[:, -self.n_latent :].astype(np.float64)
+        self._hints[key] = hint
+        if len(self._hints) > _CACHED_HINTS:  # an RL designer's training visits many sets: bound the memory
+            self._hints.popitem(last=False)
+        return hint
 
     def clear_cache(self) -> None:
         """Forget the hints computed so far (a benchmark times each designer from a cold cache)."""
