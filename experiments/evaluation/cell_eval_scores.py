@@ -14,7 +14,8 @@ cell-eval refuses negative log-expression.
 
 from __future__ import annotations
 
-import os
+import contextlib
+import io
 import tempfile
 from collections.abc import Mapping, Sequence
 
@@ -71,15 +72,9 @@ def cell_eval_scores(control: np.ndarray, observed: Mapping[str, np.ndarray], pr
         raise ValueError(f"Predicted cells have negative values (min {pred.X.min():.3g}); cell-eval refuses them.")
     wanted = [m for m in CELL_EVAL_METRICS if len(shared) > 1 or m not in NEEDS_SEVERAL]
     logging.getLogger("cell_eval").setLevel(logging.ERROR)
-    quiet = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"  # cell-eval's progress bars, one per metric, would bury evaluate's log
-    try:
+    # cell-eval's progress bars (one per metric, on stderr) would bury evaluate's log
+    with contextlib.redirect_stderr(io.StringIO()):
         return score_anndata(real, pred, wanted, threads)
-    finally:
-        if quiet is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = quiet
 
 
 def score_anndata(real, pred, wanted: Sequence[str], threads: int = 1) -> dict[str, float]:
