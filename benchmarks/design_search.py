@@ -106,6 +106,30 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
+#: (header, summary key, width, number format) of each world's table.
+PLANTED_COLUMNS = (("designer", "designer", 12, ""), ("library", "library", 7, ""), ("k", "k", 2, ""),
+                   ("recall@1", "recall_at_1", 8, ".2f"), ("@10", "recall_at_10", 5, ".2f"),
+                   ("evals", "evaluations", 8, ".0f"), ("share", "evaluations_share", 7, ".4f"),
+                   ("vs beam", "objective_vs_beam", 7, ".3f"), ("wall_s", "wall_s", 7, ".2f"),
+                   ("train_s", "train_wall_s", 7, ".0f"))
+CELLS_COLUMNS = (("designer", "designer", 11, ""), ("library", "library", 7, ""), ("k", "k", 2, ""),
+                 ("recall@1", "recall_at_1", 8, ".2f"), ("@10", "recall_at_10", 5, ".2f"),
+                 ("@1 ident.", "recall_at_1_identifiable", 9, ".2f"), ("evals", "evaluations", 7, ".0f"),
+                 ("wall_s", "wall_s", 7, ".2f"))
+
+
+def print_table(summary: list[dict], columns) -> None:
+    """One line per designer; a value a designer lacks (e.g. a search's training time) prints as nan."""
+    print(" ".join(f"{header:<{width}}" if i == 0 else f"{header:>{width}}"
+                   for i, (header, _, width, _) in enumerate(columns)))
+    for e in summary:
+        cells = []
+        for i, (_, key, width, number) in enumerate(columns):
+            value = e.get(key, float("nan"))
+            cells.append(f"{value:<{width}}" if i == 0 else f"{value:>{width}{number if isinstance(value, float) else ''}}")
+        print(" ".join(cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", choices=["planted", "cells"], default="planted")
@@ -134,24 +158,14 @@ def main() -> None:
                                  budget=args.budget, exhaustive_targets=args.exhaustive_targets,
                                  beam_width=args.beam_width, structured=not args.unstructured)
         summary = summarize_planted(rows)
-        print(f"{'designer':<12} {'library':>7} {'k':>2} {'recall@1':>8} {'@10':>5} {'evals':>8} {'share':>7} "
-              f"{'vs beam':>7} {'wall_s':>7} {'train_s':>7}")
-        for e in summary:
-            print(f"{e['designer']:<12} {e['library']:>7} {e['k']:>2} {e['recall_at_1']:>8.2f} {e['recall_at_10']:>5.2f} "
-                  f"{e['evaluations']:>8.0f} {e.get('evaluations_share', float('nan')):>7.4f} "
-                  f"{e.get('objective_vs_beam', float('nan')):>7.3f} {e['wall_s']:>7.2f} "
-                  f"{e.get('train_wall_s', 0):>7.0f}")
+        columns = PLANTED_COLUMNS
     else:
         rows = []
         for seed in seeds:
             rows += score_seed(seed, args.library, args.k, args.budget, args.beam_width)
         summary = summarize(rows)
-        print(f"{'designer':<11} {'library':>7} {'k':>2} {'recall@1':>8} {'@10':>5} {'@1 ident.':>9} {'evals':>7} "
-              f"{'wall_s':>7}")
-        for e in summary:
-            print(f"{e['designer']:<11} {e['library']:>7} {e['k']:>2} {e['recall_at_1']:>8.2f} "
-                  f"{e['recall_at_10']:>5.2f} {e['recall_at_1_identifiable']:>9.2f} {e['evaluations']:>7.0f} "
-                  f"{e['wall_s']:>7.2f}")
+        columns = CELLS_COLUMNS
+    print_table(summary, columns)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"world": args.world, "argv": sys.argv[1:], "rows": rows,
